@@ -1,0 +1,1 @@
+"""Caffe model files: our own caffe.proto, readers (text, binary, V1 upgrade), writer, fillers, means."""

@@ -1,0 +1,1 @@
+"""Host-CPU layers: inner product (batched, pruned) and softmax."""

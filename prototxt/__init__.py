@@ -1,0 +1,1 @@
+"""Package data: see setup.py (mapped from the top-level folder)."""
