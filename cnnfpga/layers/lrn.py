@@ -1,0 +1,45 @@
+"""Local response normalisation, ACROSS_CHANNELS and WITHIN_CHANNEL, as Caffe computes them."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import LayerKind, bad, positive, register
+
+
+@dataclass(frozen=True)
+class LRNSpec:
+    local_size: int
+    alpha: float
+    beta: float
+    k: float
+    region: str  # "ACROSS_CHANNELS" | "WITHIN_CHANNEL"
+
+
+def parse(param, in_shapes) -> LRNSpec:
+    p = param.lrn_param
+    if p.local_size % 2 == 0:
+        bad(f"LRN local_size must be odd, got {p.local_size}")
+    return LRNSpec(positive("local_size", p.local_size), p.alpha, p.beta, p.k, p.NormRegion.Name(p.norm_region))
+
+
+def scale(spec: LRNSpec, x: np.ndarray) -> np.ndarray:
+    """The denominator base: k + alpha/n * sum(x^2) across channels, or 1 + alpha/n^2 * sum within a window."""
+    half = (spec.local_size - 1) // 2
+    squares = np.square(x, dtype=np.float32)
+    if spec.region == "ACROSS_CHANNELS":
+        padded = np.pad(squares, ((0, 0), (half, half), (0, 0), (0, 0)))
+        cumulative = np.concatenate([np.zeros_like(padded[:, :1]), np.cumsum(padded, axis=1)], axis=1)
+        window_sum = cumulative[:, spec.local_size:] - cumulative[:, :-spec.local_size]
+        return spec.k + (spec.alpha / spec.local_size) * window_sum
+    # Caffe builds WITHIN_CHANNEL from AVE pooling (pad (n-1)/2, divisor n*n) and a power layer with shift 1
+    padded = np.pad(squares, ((0, 0), (0, 0), (half, half), (half, half)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (spec.local_size, spec.local_size), axis=(2, 3))
+    return 1.0 + (spec.alpha / spec.local_size ** 2) * windows.sum(axis=(4, 5), dtype=np.float32)
+
+
+def reference(spec: LRNSpec, inputs, blobs) -> list:
+    x = inputs[0]
+    return [(x * np.power(scale(spec, x), -spec.beta, dtype=np.float32)).astype(np.float32)]
+
+
+register("LRN", LayerKind(parse=parse, shape=lambda spec, s: [s[0]], reference=reference))

@@ -1,0 +1,143 @@
+"""The pycaffe-shaped Net: blobs, params, forward, reshape, save."""
+from collections import OrderedDict
+import os
+
+import numpy as np
+
+from . import reference
+from .errors import CnnfpgaError, InputError
+from .graph import load_graph
+
+TRAIN, TEST = 0, 1  # pycaffe's phase constants; only TEST (inference) is supported
+BACKENDS = ("reference", "opencl")
+
+
+class Blob:
+    """A named array, as `net.blobs[name]` / `net.params[layer][i]` in pycaffe."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def count(self) -> int:
+        return self.data.size
+
+    def reshape(self, *shape) -> None:
+        """Give the blob a new shape (pycaffe semantics: contents are not kept); the net follows on forward."""
+        self.data = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
+
+    def __repr__(self):
+        return f"Blob{list(self.shape)}"
+
+
+class LayerInfo:
+    def __init__(self, layer):
+        self.name, self.type = layer.name, layer.type
+        self.bottoms, self.tops = list(layer.bottoms), list(layer.tops)
+
+    def __repr__(self):
+        return f"<{self.type} '{self.name}'>"
+
+
+class Net:
+    """A Caffe net. `backend="reference"` runs the numpy golden model; `backend="opencl"` runs the device
+    stages as OpenCL kernels (PoCL, an FPGA, any OpenCL device) and the inner products on the host.
+
+    >>> net = Net("lenet.prototxt", "lenet.caffemodel")
+    >>> net.blobs["data"].data[...] = images
+    >>> prob = net.forward()["prob"]
+    """
+
+    def __init__(self, net_file, weights=None, backend="reference", *, phase=TEST, seed=0, device=None,
+                 precision="float", calibration=None, bitstream=None, prune_threshold=0.0, options=None):
+        if isinstance(backend, int):  # caffe.Net(proto, weights, caffe.TEST)
+            backend, phase = "reference", backend
+        if phase != TEST:
+            raise CnnfpgaError("only the TEST phase (inference) is supported")
+        if backend not in BACKENDS:
+            raise CnnfpgaError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        from .bundled import resolve
+        self.net_file = resolve(net_file)
+        self.weights_file = resolve(weights) if weights else None
+        self.backend = backend
+        self.device_options = dict(device=device, precision=precision, calibration=calibration,
+                                   bitstream=bitstream, prune_threshold=prune_threshold, **(options or {}))
+        self.graph = load_graph(self.net_file, self.weights_file, seed=seed)
+        self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
+                                  if layer.blobs)
+        self._attach(self.graph)
+
+    # -- structure ---------------------------------------------------------------------------------
+    def _attach(self, graph) -> None:
+        """(Re)build blobs and the executor for `graph`, keeping the user's weight arrays."""
+        for layer in graph.layers:  # net.params[...].data may have been replaced by the user
+            if layer.name in self.params:
+                layer.blobs = [np.ascontiguousarray(p.data, dtype=np.float32) for p in self.params[layer.name]]
+        self.graph = graph
+        self.blobs = OrderedDict((name, Blob(np.zeros(shape, dtype=np.float32))) for name, shape in graph.shapes.items())
+        self.layers = [LayerInfo(layer) for layer in graph.layers]
+        self._executor = None
+
+    @property
+    def inputs(self) -> list:
+        return list(self.graph.inputs)
+
+    @property
+    def outputs(self) -> list:
+        return list(self.graph.outputs)
+
+    @property
+    def executor(self):
+        """The OpenCL executor, built on first use (kernel compilation can take a while)."""
+        if self._executor is None and self.backend == "opencl":
+            from .runtime import DeviceNet
+            self._executor = DeviceNet(self.graph, **self.device_options)
+        return self._executor
+
+    def reshape(self) -> None:
+        """Follow input blobs the user reshaped (batch size, image size)."""
+        wanted = {name: self.blobs[name].data.shape for name in self.inputs}
+        if any(tuple(shape) != tuple(self.graph.inputs[name]) for name, shape in wanted.items()):
+            kept = {name: self.blobs[name].data for name in self.inputs}
+            self._attach(self.graph.reshape(wanted))
+            for name, data in kept.items():
+                self.blobs[name].data = data
+
+    def plan(self) -> str:
+        """Where each layer runs, in which precision and with which parallelism."""
+        if self.backend != "opencl":
+            return "\n".join(f"{layer.name:24s} {layer.type:14s} host (numpy reference) float  "
+                             f"{list(layer.out_shapes[0])}" for layer in self.graph.layers)
+        return self.executor.plan.describe()
+
+    # -- running -----------------------------------------------------------------------------------
+    def forward(self, blobs=None, **inputs) -> dict:
+        """Run the net. Inputs come from keyword arguments (name=array) or from `net.blobs[name].data`.
+        Returns {output name: array}; every blob is then readable in `net.blobs`."""
+        for name, data in inputs.items():
+            if name not in self.graph.inputs:
+                raise InputError(f"{os.path.basename(self.net_file)}: '{name}' is not an input of the net "
+                                 f"(inputs: {self.inputs})")
+            self.blobs[name].data = np.ascontiguousarray(data, dtype=np.float32)
+        self.reshape()
+        feed = {name: self.blobs[name].data for name in self.inputs}
+        if self.backend == "opencl":
+            results = self.executor.forward(feed)
+        else:
+            results = reference.forward(self.graph, feed)
+        for name, value in results.items():
+            if name in self.blobs:
+                self.blobs[name].data = value
+        wanted = self.outputs + [b for b in (blobs or []) if b not in self.outputs]
+        return {name: self.blobs[name].data for name in wanted}
+
+    def save(self, path: str) -> None:
+        """Write the current weights as a caffemodel (the current `layer` format; Caffe and OpenCV read it)."""
+        from .caffe.writer import write_caffemodel
+        write_caffemodel(path, self.graph.name, [(layer.name, layer.type,
+                                                  [np.asarray(p.data, dtype=np.float32) for p in self.params[layer.name]])
+                                                 for layer in self.graph.layers if layer.name in self.params])

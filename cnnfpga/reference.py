@@ -1,0 +1,42 @@
+"""The golden model: the whole net in numpy float32, layer by layer, as Caffe computes it.
+
+Every other path (OpenCL kernels, fixed point, host layers) is checked against this.
+"""
+import numpy as np
+
+from .errors import InputError
+
+
+def check_inputs(graph, inputs: dict) -> dict:
+    """Inputs as contiguous float32 arrays of the declared shapes; clear errors otherwise."""
+    missing = [name for name in graph.inputs if name not in inputs]
+    if missing:
+        raise InputError(f"{graph.path}: no data given for input(s) {missing} (inputs: {list(graph.inputs)})")
+    checked = {}
+    for name, shape in graph.inputs.items():
+        array = np.asarray(inputs[name])
+        if tuple(array.shape) != tuple(shape):
+            raise InputError(f"{graph.path}: input '{name}' has shape {list(array.shape)}, the net expects "
+                             f"{list(shape)} (reshape the net for another batch or image size)")
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"{graph.path}: input '{name}' has non-numeric dtype {array.dtype}")
+        checked[name] = np.ascontiguousarray(array, dtype=np.float32)
+    return checked
+
+
+def run_layer(layer, blobs: dict) -> None:
+    """Run one layer on the blobs dict in place (in-place layers overwrite their bottom's name)."""
+    outputs = layer.kind.reference(layer.spec, [blobs[b] for b in layer.bottoms], layer.blobs)
+    for top, value in zip(layer.tops, outputs):
+        blobs[top] = value
+
+
+def forward(graph, inputs: dict, until: str = None) -> dict:
+    """Run the net; return every blob by name. `until` stops after the layer of that name."""
+    blobs = check_inputs(graph, inputs)
+    for layer in graph.layers:
+        if layer.type != "Input":
+            run_layer(layer, blobs)
+        if layer.name == until:
+            break
+    return blobs
