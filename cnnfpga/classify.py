@@ -1,0 +1,113 @@
+"""Classify images with a Caffe net: `python -m cnnfpga.classify image.jpg --net alexnet.prototxt`.
+
+A bundled net's file name is enough (it resolves to the package's prototxt/ folder), and a bundled net
+brings its trained weights and its preprocessing (channel order, scale, mean, labels) along.
+"""
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from . import bundled
+from .bundled import CIFAR10_LABELS
+from .caffe.mean import load_mean
+from .errors import CnnfpgaError, InputError
+from .io import Transformer, load_image
+from .net import Net
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m cnnfpga.classify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--net", required=True, help="prototxt path, or a bundled net's name (e.g. alexnet.prototxt)")
+    parser.add_argument("--weights", help="caffemodel (default: the bundled weights of a bundled net, else fillers)")
+    parser.add_argument("--backend", default="reference", choices=["reference", "opencl"])
+    parser.add_argument("--device", help="OpenCL platform/device name or P:D index (or set CNNFPGA_DEVICE)")
+    parser.add_argument("--precision", default="float", help="float, half, fixed16, fixed8, ... or a JSON file")
+    parser.add_argument("--mean", help="mean: a .binaryproto/.npy file or comma-separated per-channel values")
+    parser.add_argument("--channel-order", choices=["RGB", "BGR"], help="channel order the net expects")
+    parser.add_argument("--raw-scale", type=float, help="multiply [0,1] pixels by this (255 for Caffe nets)")
+    parser.add_argument("--input-scale", type=float, help="multiply after mean subtraction")
+    parser.add_argument("--labels", help="text file, one label per line (ImageNet synset_words.txt works)")
+    parser.add_argument("--top", type=int, default=5, help="how many classes to print")
+    return parser.parse_args(argv)
+
+
+def read_labels(args, info) -> list:
+    if args.labels:
+        if not os.path.exists(args.labels):
+            raise InputError(f"{args.labels}: no such labels file")
+        with open(args.labels, encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()]
+    labels = info.get("labels")
+    if labels == "cifar10":
+        return CIFAR10_LABELS
+    return labels if isinstance(labels, list) else None
+
+
+def make_transformer(net, args, info) -> Transformer:
+    name = net.inputs[0]
+    transformer = Transformer({name: net.blobs[name].data.shape})
+    transformer.set_transpose(name, (2, 0, 1))
+    channels = net.blobs[name].data.shape[1]
+    if channels == 3 and (args.channel_order or info.get("channel_order", "BGR")) == "BGR":
+        transformer.set_channel_swap(name, (2, 1, 0))
+    raw_scale = args.raw_scale if args.raw_scale is not None else info.get("raw_scale", 255)
+    transformer.set_raw_scale(name, raw_scale)
+    if args.mean:
+        if os.path.splitext(args.mean)[1] in (".binaryproto", ".npy"):
+            transformer.set_mean(name, load_mean(args.mean))
+        else:
+            try:
+                transformer.set_mean(name, [float(v) for v in args.mean.split(",")])
+            except ValueError:
+                raise InputError(f"--mean {args.mean}: expected a .binaryproto/.npy file or numbers like 104,117,123") from None
+    elif "mean" in info:
+        transformer.set_mean(name, info["mean"])
+    input_scale = args.input_scale if args.input_scale is not None else info.get("input_scale")
+    if input_scale is not None:
+        transformer.set_input_scale(name, input_scale)
+    return transformer
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        net_path = bundled.resolve(args.net)
+        info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
+        weights = args.weights or (bundled.bundled_weights(net_path) if info else None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            net = Net(net_path, weights, backend=args.backend, device=args.device, precision=args.precision)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
+        name = net.inputs[0]
+        color = info.get("color", net.blobs[name].data.shape[1] == 3)
+        images = [load_image(path, color=color) for path in args.images]
+        transformer = make_transformer(net, args, info)
+        batch = np.stack([transformer.preprocess(name, image) for image in images])
+        net.blobs[name].reshape(*batch.shape)
+        start = time.perf_counter()
+        output = net.forward(**{name: batch})[net.outputs[-1]]
+        elapsed = time.perf_counter() - start
+    except CnnfpgaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    labels = read_labels(args, info)
+    scores = output.reshape(len(images), -1)
+    for path, row in zip(args.images, scores):
+        print(f"{path}:")
+        for index in np.argsort(row)[::-1][:args.top]:
+            label = labels[index] if labels and index < len(labels) else f"class {index}"
+            print(f"  {row[index]:.4f}  {label}")
+    print(f"{len(images)} image(s) through {os.path.basename(net_path)} ({args.backend}) in {elapsed * 1000:.1f} ms",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
