@@ -64,6 +64,27 @@ class Graph:
                 return layer
         raise NetDefinitionError(f"{self.path}: no layer named '{name}'")
 
+    def activation_bytes(self) -> int:
+        return 4 * sum(math.prod(s) for s in self.shapes.values())
+
+    def weight_bytes(self) -> int:
+        return 4 * sum(layer.params for layer in self.layers)
+
+    def check_memory(self, weights: bool = True, activations: bool = True) -> None:
+        """Refuse, before allocating anything, what cannot fit in this machine's memory."""
+        needed = (self.weight_bytes() if weights else 0) + (self.activation_bytes() if activations else 0)
+        available = available_memory()
+        if needed > available:
+            biggest = max(self.shapes, key=lambda b: math.prod(self.shapes[b]))
+            heaviest = max(self.layers, key=lambda layer: layer.params)
+            raise ResourceError(
+                f"{os.path.basename(self.path)}: needs {needed / 2**30:.1f} GiB "
+                f"({'weights ' + format(self.weight_bytes() / 2**30, '.1f') + ' GiB' if weights else ''}"
+                f"{', ' if weights and activations else ''}"
+                f"{'blobs ' + format(self.activation_bytes() / 2**30, '.1f') + ' GiB' if activations else ''}), "
+                f"but only {available / 2**30:.1f} GiB is available; largest blob '{biggest}' {list(self.shapes[biggest])}, "
+                f"most weights in {heaviest.where} ({heaviest.params:,} parameters); reduce the batch or input size")
+
     def reshape(self, input_shapes: dict) -> "Graph":
         """A graph with new input shapes (batch size, image size) and the same weights."""
         unknown = set(input_shapes) - set(self.inputs)
@@ -75,11 +96,13 @@ class Graph:
                      input_overrides=inputs)
 
 
-def load_graph(net_path: str, weights_path: str = None, seed: int = 0, input_shapes: dict = None) -> Graph:
+def load_graph(net_path: str, weights_path: str = None, seed: int = 0, input_shapes: dict = None,
+               fill: bool = True) -> Graph:
     """Read a prototxt (any format) and optionally a caffemodel into a Graph.
 
     Without weights every learned blob comes from the prototxt's fillers (seeded, per layer), and a
-    warning says that the outputs mean nothing.
+    warning says that the outputs mean nothing. `fill=False` gives a shapes-only graph (no blobs), which
+    is all the partitioner and the hardware model need, even for nets too big for this machine.
     """
     parsed = read_prototxt(net_path)
     net = parsed.param
@@ -94,6 +117,9 @@ def load_graph(net_path: str, weights_path: str = None, seed: int = 0, input_sha
         inputs.update({k: tuple(v) for k, v in input_shapes.items()})
     graph = build(net.name, net_path, inputs, entries, blobs=None, weights_path=weights_path, input_overrides=input_shapes)
     if weights_path is None:
+        if not fill:
+            return graph
+        graph.check_memory(activations=False)
         fill_from_prototxt(graph, seed)
         warnings.warn(f"{base}: no weights given; parameters come from fillers (seed {seed}), so the outputs are "
                       "meaningless", UserWarning, stacklevel=2)
@@ -157,7 +183,6 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
         layer_blobs = blobs.get(param.name, []) if blobs else []
         layers.append(Layer(param.name, param.type, list(param.bottom), list(param.top), param, spec,
                             in_shapes, out_shapes, where, layer_blobs))
-    check_memory(path, shapes, layers)
     # outputs: tops that no later layer reads (an in-place layer's top is read by nobody after it)
     outputs = []
     for i, layer in enumerate(layers):
@@ -177,19 +202,6 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(path, shapes, layers) -> None:
-    """Refuse, before allocating anything, a net whose blobs and weights cannot fit in memory."""
-    activation_bytes = 4 * sum(math.prod(s) for s in shapes.values())
-    weight_bytes = 4 * sum(math.prod(s) for layer in layers for s in layer.kind.blob_shapes(layer.spec, layer.in_shapes))
-    needed = activation_bytes + weight_bytes
-    available = available_memory()
-    if needed > available:
-        biggest = max(shapes, key=lambda b: math.prod(shapes[b]))
-        raise ResourceError(f"{os.path.basename(path)}: the net needs {needed / 2**30:.1f} GiB for its blobs and "
-                            f"weights, but only {available / 2**30:.1f} GiB is available (largest blob '{biggest}' "
-                            f"{list(shapes[biggest])}); reduce the batch size or the input size")
 
 
 def layer_rng(seed: int, layer_name: str) -> np.random.Generator:

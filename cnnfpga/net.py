@@ -77,6 +77,7 @@ class Net:
         for layer in graph.layers:  # net.params[...].data may have been replaced by the user
             if layer.name in self.params:
                 layer.blobs = [np.ascontiguousarray(p.data, dtype=np.float32) for p in self.params[layer.name]]
+        graph.check_memory()
         self.graph = graph
         self.blobs = OrderedDict((name, Blob(np.zeros(shape, dtype=np.float32))) for name, shape in graph.shapes.items())
         self.layers = [LayerInfo(layer) for layer in graph.layers]

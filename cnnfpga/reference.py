@@ -33,6 +33,7 @@ def run_layer(layer, blobs: dict) -> None:
 
 def forward(graph, inputs: dict, until: str = None) -> dict:
     """Run the net; return every blob by name. `until` stops after the layer of that name."""
+    graph.check_memory(weights=False)
     blobs = check_inputs(graph, inputs)
     for layer in graph.layers:
         if layer.type != "Input":
