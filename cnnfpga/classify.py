@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
         weights = args.weights or (bundled.bundled_weights(net_path) if info else None)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", UserWarning)
             net = Net(net_path, weights, backend=args.backend, device=args.device, precision=args.precision)
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     labels = read_labels(args, info)
+    if labels is None and info.get("labels") == "imagenet":
+        print("note: pass --labels synset_words.txt to print ImageNet class names", file=sys.stderr)
     scores = output.reshape(len(images), -1)
     for path, row in zip(args.images, scores):
         print(f"{path}:")
