@@ -1,0 +1,179 @@
+"""Plan -> one OpenCL source: the stage templates of kernels/ instantiated with per-stage constants.
+
+Each stage's template is wrapped in #define / #undef of its constants (geometry, parallelism,
+stream macros), so any number of conv stages coexist in one source under their own kernel names.
+The channels between the stages of a segment are declared at the top (Intel FPGA channels; with
+-D CNNFPGA_EMULATE_CHANNELS they turn into __global buffer arguments, see kernels/channels.h).
+
+Kernel arguments, in order: the input port, the output port (channel or DDR buffer; channels
+vanish on the FPGA), then the stage's own arguments (weights, bias, ...), then n_images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+import re
+
+import numpy as np
+
+from .partition import WORD, Plan, Segment, Stage, padded
+from .precision import Fixed, Half
+
+TEMPLATES = {"conv": "conv.cl", "pool": "pool.cl", "relu": "relu.cl", "lrn": "lrn.cl"}
+HEADERS = ("channels.h", "common.h")
+CHANNEL_DEPTH = 64
+
+
+def kernel_text(name: str) -> str:
+    return resources.files("cnnfpga.kernels").joinpath(name).read_text()
+
+
+def stream_tag(fmt) -> str:
+    """The element format of a stream carrying values in `fmt` (see kernels/channels.h)."""
+    if isinstance(fmt, Fixed):
+        return "I32"
+    return "F16" if isinstance(fmt, Half) else "F32"
+
+
+def c_float(value: float) -> str:
+    """A float32 constant as an OpenCL C literal that reads back to the same float32."""
+    text = repr(float(np.float32(value)))
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return f"({text}f)"
+
+
+def identifier(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+@dataclass
+class Port:
+    name: str            # kernel argument name
+    tag: str             # F32 | F16 | I32
+    channel: bool        # True: a channel between two stages; False: a DDR buffer
+
+    def param(self) -> str:
+        return f"{'CHANNEL' if self.channel else 'MEMORY'}_PARAM_{self.tag}({self.name})"
+
+    def cursor(self) -> str:
+        return f"{'CHANNEL' if self.channel else 'MEMORY'}_CURSOR({self.name})"
+
+    def read(self) -> str:
+        return f"READ_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name})"
+
+    def write(self) -> str:
+        return f"WRITE_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name}, v)"
+
+
+@dataclass
+class StageCode:
+    stage: Stage
+    kernel: str          # kernel function name
+    source_in: Port
+    source_out: Port
+    first_line: int      # 1-based lines of this stage's part of the source
+    last_line: int
+
+
+@dataclass
+class Program:
+    source: str
+    stages: list         # StageCode, in plan order
+
+    def stage_at_line(self, line: int):
+        for code in self.stages:
+            if code.first_line <= line <= code.last_line:
+                return code
+        return None
+
+
+def stage_constants(stage: Stage) -> dict:
+    """The #defines a stage's template needs."""
+    n, c, h, w = stage.in_shape
+    _, o, oh, ow = stage.out_shape
+    spec = stage.spec
+    d = {"H": h, "W": w, "C": c, "CP": padded(c), "CV": padded(c) // WORD, "OH": oh, "OW": ow}
+    if stage.kind == "conv":
+        g = spec.group
+        cg, og = c // g, o // g
+        ci = stage.ci
+        cgp = -(-c // ci) * ci if g == 1 else cg
+        d.update(O=o, OP=padded(o), KH=spec.kernel_h, KW=spec.kernel_w, SH=spec.stride_h, SW=spec.stride_w,
+                 PH=spec.pad_h, PW=spec.pad_w, DH=spec.dilation_h, DW=spec.dilation_w, G=g, CG=cg, OG=og,
+                 CGP=cgp, CI=ci, CO=stage.co, LB_ROWS=(spec.kernel_h - 1) * spec.dilation_h + 1,
+                 CI_FLOAT="float" if ci == 1 else f"float{ci}",
+                 CI_LOAD="VLOAD1" if ci == 1 else f"vload{ci}", CI_SUM=f"HSUM{ci}",
+                 FUSE_RELU=int(stage.relu_slope is not None), RELU_SLOPE=c_float(stage.relu_slope or 0.0))
+    elif stage.kind == "pool":
+        d.update(KH=spec.kernel_h, KW=spec.kernel_w, SH=spec.stride_h, SW=spec.stride_w, PH=spec.pad_h,
+                 PW=spec.pad_w, POOL_MAX=int(spec.method == "MAX"))
+    elif stage.kind == "relu":
+        d.update(WORDS=h * w * padded(c) // WORD, RELU_SLOPE=c_float(spec.negative_slope))
+    elif stage.kind == "lrn":
+        d.update(LRN_N=spec.local_size, LRN_HALF=(spec.local_size - 1) // 2, LRN_ALPHA=c_float(spec.alpha),
+                 LRN_BETA=c_float(spec.beta), LRN_K=c_float(spec.k),
+                 LRN_ACROSS=int(spec.region == "ACROSS_CHANNELS"))
+    return d
+
+
+def conv_weight_layout(stage: Stage) -> tuple:
+    """(weights [OP][KH][KW][CGP], bias [OP]) as the conv template reads them, zero padded."""
+    consts = stage_constants(stage)
+    o, cg = stage.weights.shape[:2]
+    w = np.zeros((consts["OP"], consts["KH"], consts["KW"], consts["CGP"]), np.float32)
+    w[:o, :, :, :cg] = stage.weights.transpose(0, 2, 3, 1)
+    b = np.zeros(consts["OP"], np.float32)
+    b[:o] = stage.bias
+    return w, b
+
+
+def ports(segment: Segment, k: int) -> tuple:
+    stages = segment.stages
+    stage = stages[k]
+    if k == 0:
+        source_in = Port(f"mem_in_{stage.index}", stream_tag(stage.precision.inputs), False)
+    else:
+        source_in = Port(f"ch_{stages[k - 1].index}_{stage.index}", stream_tag(stages[k - 1].precision.outputs), True)
+    if k == len(stages) - 1:
+        source_out = Port(f"mem_out_{stage.index}", stream_tag(stage.precision.outputs), False)
+    else:
+        source_out = Port(f"ch_{stage.index}_{stages[k + 1].index}", stream_tag(stage.precision.outputs), True)
+    return source_in, source_out
+
+
+def generate(plan: Plan, inject: dict = None) -> Program:
+    """One OpenCL source for every device stage of `plan`.
+
+    inject: {stage index: text} puts extra text into that stage's part of the source (tests use it
+    to check that a build error is traced back to its stage).
+    """
+    lines = ["/* Generated by cnnfpga.codegen from the net '%s'. */" % plan.graph.name]
+    for header in HEADERS:
+        lines += kernel_text(header).splitlines()
+    codes = []
+    for segment in plan.segments:
+        for k, stage in enumerate(segment.stages):
+            source_in, source_out = ports(segment, k)
+            codes.append(StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0))
+    channels = [code.source_out for code in codes if code.source_out.channel]
+    lines += [f"CHANNEL_{port.tag}({port.name}, {CHANNEL_DEPTH})" for port in channels]
+    for code in codes:
+        stage = code.stage
+        code.first_line = len(lines) + 1
+        fused = f" + {', '.join(stage.fused)}" if stage.fused else ""
+        lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}) ---- */")
+        constants = stage_constants(stage)
+        constants.update(
+            STAGE_KERNEL=code.kernel,
+            STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
+            STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
+        lines += [f"#define {name} {value}" for name, value in constants.items()]
+        lines.append(f"#define READ_IN() {code.source_in.read()}")
+        lines.append(f"#define WRITE_OUT(v) {code.source_out.write()}")
+        if inject and stage.index in inject:
+            lines.append(inject[stage.index])
+        lines += kernel_text(TEMPLATES[stage.kind]).splitlines()
+        lines += [f"#undef {name}" for name in list(constants) + ["READ_IN", "WRITE_OUT"]]
+        code.last_line = len(lines)
+    return Program("\n".join(lines) + "\n", codes)

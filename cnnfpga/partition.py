@@ -1,0 +1,346 @@
+"""Device / host split: which layers stream through OpenCL stages, which run on the host CPU.
+
+A Plan is a list of steps in topological order.  A step is either a Segment -- a chain of device
+stages that reads one blob from DDR, streams it stage to stage through channels and writes one
+blob back -- or a HostStep, one layer run on the host (inner products through cnnfpga.host, every
+other unsupported layer through the numpy float reference).
+
+Rules:
+- Convolution, Pooling, LRN and ReLU run on the device.  BatchNorm and Scale directly after a
+  convolution are folded into its weights; a ReLU directly after a convolution is fused into the
+  convolution's stage (applied before the write).
+- A stage joins the segment of its producer when it is the only reader of that blob; otherwise
+  the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
+- Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NetDefinitionError, PrecisionError
+from .layers.normalization import batch_norm_statistics
+from .precision import Fixed, Float, Half, LayerPrecision
+
+DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU")
+STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu"}
+WORD = 8                         # channels per stream word (kernels/channels.h)
+LINE_BUFFER_BYTES = 1 << 20      # on-chip RAM one stage may use for its line buffer
+FLOAT = LayerPrecision(Float(), Float(), Float())
+
+
+def padded(channels: int) -> int:
+    """Channels rounded up to whole stream words."""
+    return -(-channels // WORD) * WORD
+
+
+def largest_power_of_two_dividing(n: int, limit: int = WORD) -> int:
+    p = 1
+    while p * 2 <= limit and n % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def next_power_of_two(n: int, limit: int = WORD) -> int:
+    p = 1
+    while p < n and p < limit:
+        p *= 2
+    return p
+
+
+@dataclass
+class Stage:
+    """One pipeline stage: a device layer plus what was fused into it."""
+    index: int
+    kind: str                    # "conv" | "pool" | "lrn" | "relu"
+    layer: object                # the graph Layer that gives the stage its name and geometry
+    in_shape: tuple              # (N, C, H, W)
+    out_shape: tuple
+    precision: LayerPrecision
+    fused: list = field(default_factory=list)   # names of layers folded/fused into this stage
+    relu_slope: float = None     # a fused ReLU's negative slope (None: no ReLU)
+    weights: np.ndarray = None   # conv weights after folding BatchNorm/Scale (O, C/G, KH, KW)
+    bias: np.ndarray = None      # conv bias after folding (O,)
+    ci: int = 1                  # input channels per step (vector width)
+    co: int = 1                  # output channels per step (lanes)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def spec(self):
+        return self.layer.spec
+
+    def line_buffer_bytes(self) -> int:
+        """On-chip words this stage holds (4 bytes each): the rows of its sliding window."""
+        _, c, _, w = self.in_shape
+        if self.kind == "conv":
+            rows = (self.spec.kernel_h - 1) * self.spec.dilation_h + 1
+        elif self.kind == "pool":
+            rows = self.spec.kernel_h
+        elif self.kind == "lrn" and self.spec.region == "WITHIN_CHANNEL":
+            rows = self.spec.local_size
+        else:
+            return 4 * padded(c)
+        return 4 * rows * w * padded(c)
+
+
+@dataclass
+class Segment:
+    """Stages streaming into one another; `source` is read from DDR, `sink` is written to DDR."""
+    stages: list
+    source: str                  # versioned blob key
+    sink: str = None
+
+
+@dataclass
+class HostStep:
+    layer: object
+    inputs: list                 # versioned blob keys
+    outputs: list
+    reason: str                  # why the host runs it
+
+
+@dataclass
+class Plan:
+    graph: object
+    steps: list
+    blob_names: dict             # versioned key -> Caffe blob name
+    final_keys: dict             # Caffe blob name -> key of its last version
+
+    @property
+    def segments(self) -> list:
+        return [s for s in self.steps if isinstance(s, Segment)]
+
+    @property
+    def stages(self) -> list:
+        return [stage for segment in self.segments for stage in segment.stages]
+
+    def describe(self) -> str:
+        """A table: each layer, where it runs, its precision, its parallelism, its output shape."""
+        rows = [("layer", "type", "runs on", "precision", "parallel", "output")]
+        for step in self.steps:
+            if isinstance(step, HostStep):
+                shape = step.layer.out_shapes[0] if step.layer.out_shapes else ()
+                rows.append((step.layer.name, step.layer.type, f"host ({step.reason})", "float", "-", str(list(shape))))
+                continue
+            for k, stage in enumerate(step.stages):
+                streams = "from DDR" if k == 0 else "streamed"
+                parallel = f"ci={stage.ci} co={stage.co}" if stage.kind == "conv" else "8 ch/word"
+                rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})",
+                             precision_label(stage.precision), parallel, str(list(stage.out_shape))))
+                for fused in stage.fused:
+                    rows.append((fused, "", f"  fused into stage {stage.index}", "", "", ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        n_dev = len(self.stages)
+        n_host = sum(isinstance(s, HostStep) for s in self.steps)
+        lines.append(f"{n_dev} device stage(s) in {len(self.segments)} segment(s), {n_host} host layer(s)")
+        return "\n".join(lines)
+
+
+def precision_label(p: LayerPrecision) -> str:
+    if p.weights == p.inputs == p.outputs:
+        return str(p.weights)
+    return f"w {p.weights} in {p.inputs} out {p.outputs}"
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def versioned_nodes(graph):
+    """Each non-Input layer with its bottoms/tops renamed to versioned keys (in-place writes get a
+    new key), the key -> blob-name map, and each blob's final key."""
+    version = {name: name for name in graph.inputs}
+    count = {}
+    names = {name: name for name in graph.inputs}
+    nodes = []
+    for layer in graph.layers:
+        if layer.type == "Input":
+            continue
+        inputs = [version[b] for b in layer.bottoms]
+        outputs = []
+        for top in layer.tops:
+            n = count.get(top, 0) + (1 if top in version else 0)
+            count[top] = n
+            key = top if n == 0 else f"{top}#{n}"
+            version[top] = key
+            names[key] = top
+            outputs.append(key)
+        nodes.append((layer, inputs, outputs))
+    return nodes, names, version
+
+
+def fold_batch_norm(weights, bias, bn_layer, scale_layer):
+    """Conv followed by BatchNorm (and Scale): new weights and bias computing the same function."""
+    mean, variance = batch_norm_statistics(bn_layer.blobs)
+    factor = 1.0 / np.sqrt(variance.astype(np.float64) + bn_layer.spec.eps)
+    shift = -mean.astype(np.float64) * factor
+    if scale_layer is not None:
+        gamma = scale_layer.blobs[0].astype(np.float64).reshape(-1)
+        factor, shift = factor * gamma, shift * gamma
+        if scale_layer.spec.bias_term:
+            shift = shift + scale_layer.blobs[1].astype(np.float64).reshape(-1)
+    new_weights = weights.astype(np.float64) * factor.reshape(-1, 1, 1, 1)
+    new_bias = bias.astype(np.float64) * factor + shift
+    return new_weights.astype(np.float32), new_bias.astype(np.float32)
+
+
+def default_parallelism(layer) -> tuple:
+    """ci, co for a convolution: up to one stream word; with groups, what divides a group."""
+    spec = layer.spec
+    c = layer.in_shapes[0][1]
+    if spec.group == 1:
+        return next_power_of_two(c), next_power_of_two(spec.num_output)
+    return (largest_power_of_two_dividing(c // spec.group),
+            largest_power_of_two_dividing(spec.num_output // spec.group))
+
+
+def check_parallelism(layer, ci: int, co: int) -> None:
+    spec = layer.spec
+    if ci not in (1, 2, 4, 8) or co not in (1, 2, 4, 8):
+        raise NetDefinitionError(f"{layer.where}: parallelism ci={ci} co={co}: both must be 1, 2, 4 or 8")
+    if spec.group > 1 and ((layer.in_shapes[0][1] // spec.group) % ci or (spec.num_output // spec.group) % co):
+        raise NetDefinitionError(f"{layer.where}: with {spec.group} groups, ci={ci} must divide the "
+                                 f"{layer.in_shapes[0][1] // spec.group} input channels and co={co} the "
+                                 f"{spec.num_output // spec.group} outputs of a group")
+
+
+def device_refusal(layer, precision: LayerPrecision):
+    """Why this layer cannot become a device stage (None if it can)."""
+    if layer.type not in DEVICE_TYPES:
+        return "no device kernel"
+    if len(layer.in_shapes[0]) != 4 or len(layer.bottoms) != 1 or len(layer.tops) != 1:
+        return "not a 4-D single-input layer"
+    return None
+
+
+def resolve_layer_precisions(graph, precision) -> dict:
+    """{layer name: LayerPrecision} from "float" / "half" / an already resolved mapping."""
+    names = [layer.name for layer in graph.layers]
+    if precision is None or precision == "float":
+        return {name: FLOAT for name in names}
+    if precision == "half":
+        half = LayerPrecision(Half(), Half(), Half())
+        return {name: half for name in names}
+    if isinstance(precision, dict) and all(isinstance(v, LayerPrecision) for v in precision.values()):
+        return {name: precision.get(name, FLOAT) for name in names}
+    raise PrecisionError(f"{graph.path}: precision {precision!r} must be 'float', 'half' or a resolved "
+                         "{layer: LayerPrecision} mapping (cnnfpga.precision.resolve_precision makes one)")
+
+
+# ------------------------------------------------------------------------------------- partition
+
+def partition(graph, precision="float", parallelism: dict = None) -> Plan:
+    """Split `graph` into device segments and host steps.
+
+    precision: "float", "half", or {layer name: LayerPrecision} (layers not named are float).
+    parallelism: optional {conv layer name: (ci, co)} overriding the defaults.
+    """
+    precisions = resolve_layer_precisions(graph, precision)
+    parallelism = parallelism or {}
+    nodes, names, final = versioned_nodes(graph)
+    readers = {}
+    for _, inputs, _ in nodes:
+        for key in inputs:
+            readers[key] = readers.get(key, 0) + 1
+    graph_outputs = {final[name] for name in graph.outputs}
+    materialised = set(graph_outputs)
+
+    steps = []
+    open_segments = {}           # key a segment currently ends with -> segment
+    stages_made = 0
+    layer_of_key = {}            # key -> (layer that produced it) for BatchNorm folding
+    skip = set()                 # layers already folded into a stage
+
+    def streamable(key: str) -> bool:
+        """Can the next layer read `key` straight from its producer's stream?"""
+        return key in open_segments and readers.get(key, 0) == 1 and key not in graph_outputs
+
+    for i, (layer, inputs, outputs) in enumerate(nodes):
+        if layer.name in skip:
+            continue
+        lp = precisions[layer.name]
+        refusal = device_refusal(layer, lp)
+        if refusal is not None:
+            reason = "inner product" if layer.type == "InnerProduct" else refusal
+            steps.append(HostStep(layer, inputs, outputs, reason))
+            materialised.update(inputs)
+            continue
+        source, sink = inputs[0], outputs[0]
+        # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
+        if layer.type == "ReLU" and streamable(source):
+            last = open_segments[source].stages[-1]
+            if last.kind == "conv" and last.relu_slope is None and precisions[layer.name] == last.precision:
+                last.relu_slope = float(layer.spec.negative_slope)
+                last.fused.append(layer.name)
+                segment = open_segments.pop(source)
+                segment.sink = sink
+                open_segments[sink] = segment
+                continue
+        stage = Stage(stages_made, STAGE_KIND[layer.type], layer, tuple(layer.in_shapes[0]),
+                      tuple(layer.out_shapes[0]), lp)
+        if stage.kind == "conv":
+            stage.ci, stage.co = parallelism.get(layer.name, default_parallelism(layer))
+            check_parallelism(layer, stage.ci, stage.co)
+            stage.weights = layer.blobs[0]
+            stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
+            sink = fold_following_normalisation(stage, nodes, i, readers, graph_outputs, skip, sink)
+        if stage.line_buffer_bytes() > LINE_BUFFER_BYTES:
+            steps.append(HostStep(layer, inputs, outputs,
+                                  f"line buffer {stage.line_buffer_bytes()} B > {LINE_BUFFER_BYTES} B"))
+            materialised.update(inputs)
+            continue
+        stages_made += 1
+        if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs:
+            segment = open_segments.pop(source)
+            segment.stages.append(stage)
+        else:
+            segment = Segment([stage], source)
+            steps.append(segment)
+            materialised.add(source)
+        segment.sink = sink
+        open_segments[sink] = segment
+        layer_of_key[sink] = layer
+    _renumber(steps)
+    return Plan(graph, steps, names, final)
+
+
+def fold_following_normalisation(stage, nodes, i, readers, graph_outputs, skip, sink) -> str:
+    """Fold a BatchNorm (and a Scale after it) that only this conv feeds; returns the new sink key."""
+    key = sink
+    bn_layer = scale_layer = None
+    for layer, inputs, outputs in nodes[i + 1:]:
+        if key not in inputs:
+            continue
+        if readers.get(key, 0) != 1 or key in graph_outputs:
+            break
+        if layer.type == "BatchNorm" and bn_layer is None and scale_layer is None:
+            bn_layer = layer
+        elif layer.type == "Scale" and bn_layer is not None and scale_layer is None and len(layer.bottoms) == 1:
+            scale_layer = layer
+        else:
+            break
+        key = outputs[0]
+        if scale_layer is not None:
+            break
+    if bn_layer is None:
+        return sink
+    stage.weights, stage.bias = fold_batch_norm(stage.weights, stage.bias, bn_layer, scale_layer)
+    for folded in (bn_layer, scale_layer):
+        if folded is not None:
+            skip.add(folded.name)
+            stage.fused.append(folded.name)
+    return key
+
+
+def _renumber(steps) -> None:
+    """Stage numbers in execution order (host fallbacks may have consumed numbers)."""
+    n = 0
+    for step in steps:
+        if isinstance(step, Segment):
+            for stage in step.stages:
+                stage.index = n
+                n += 1

@@ -1,0 +1,118 @@
+"""Choosing an OpenCL device and building (or loading) the program for it, with a disk cache."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import pyopencl as cl
+
+from ..errors import DeviceError
+
+INSTALL_HINT = ("install an OpenCL platform: for the CPU, `apt-get install pocl-opencl-icd` (PoCL); "
+                "for an Intel FPGA, the board's BSP and the Intel FPGA runtime")
+
+
+def all_devices() -> list:
+    """[(platform index, device index, platform, device)] of every OpenCL device on the machine."""
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:   # the ICD loader says "no platform" by raising (PLATFORM_NOT_FOUND_KHR)
+        platforms = []
+    found = []
+    for p, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:
+            devices = []
+        found += [(p, d, platform, device) for d, device in enumerate(devices)]
+    return found
+
+
+def is_fpga(device) -> bool:
+    return "fpga" in device.platform.name.lower() or bool(device.type & cl.device_type.ACCELERATOR)
+
+
+def select_device(selector: str = None):
+    """The device named by `selector` (or $CNNFPGA_DEVICE): "P:D" indices or a substring of the
+    platform or device name.  Without one: an Intel FPGA platform if present, else the first device."""
+    selector = selector if selector is not None else os.environ.get("CNNFPGA_DEVICE")
+    found = all_devices()
+    if not found:
+        raise DeviceError(f"no OpenCL platform or device found; {INSTALL_HINT}")
+    listing = "; ".join(f"{p}:{d} {platform.name.strip()} / {device.name.strip()}" for p, d, platform, device in found)
+    if selector:
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", selector)
+        for p, d, platform, device in found:
+            if match and (p, d) == (int(match.group(1)), int(match.group(2))):
+                return device
+            if not match and (selector.lower() in platform.name.lower() or selector.lower() in device.name.lower()):
+                return device
+        raise DeviceError(f"no OpenCL device matches {selector!r} (from the device= argument or $CNNFPGA_DEVICE); "
+                          f"available: {listing}")
+    for _, _, platform, device in found:
+        if is_fpga(device):
+            return device
+    return found[0][3]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNNFPGA_CACHE") or Path.home() / ".cache" / "cnnfpga")
+
+
+def cache_key(source: str, options: list, device) -> str:
+    text = "\n".join([source, " ".join(options), device.platform.name, device.platform.version, device.name,
+                      device.driver_version])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def build_program(context, device, source: str, options: list, describe_line=None, bitstream: str = None):
+    """Build `source` for `device`, reusing a cached binary of the same source and options.
+
+    describe_line(line) -> str names what a source line belongs to (a stage), for build errors.
+    bitstream: a prebuilt binary (an aoc .aocx) to load instead of compiling.
+    """
+    if bitstream is not None:
+        try:
+            binary = Path(bitstream).read_bytes()
+        except OSError as error:
+            raise DeviceError(f"{bitstream}: cannot read the bitstream: {error.strerror or error}") from None
+        try:
+            return cl.Program(context, [device], [binary]).build()
+        except cl.Error as error:
+            raise DeviceError(f"{bitstream}: the device '{device.name.strip()}' refused the bitstream: {error}") from None
+    path = cache_dir() / f"{cache_key(source, options, device)}.bin"
+    if path.is_file():
+        try:
+            return cl.Program(context, [device], [path.read_bytes()]).build(options=options)
+        except cl.Error:
+            path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
+    program = cl.Program(context, source)
+    try:
+        program.build(options=options, devices=[device])
+    except cl.Error as error:
+        raise DeviceError(build_failure(program, device, error, describe_line)) from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(program.binaries[0])
+        tmp.replace(path)
+    except OSError:
+        pass   # a read-only cache only costs compile time
+    return program
+
+
+def build_failure(program, device, error, describe_line) -> str:
+    try:
+        log = program.get_build_info(device, cl.program_build_info.LOG)
+    except cl.Error:
+        log = ""
+    log = log.strip() or str(error)
+    culprits = []
+    for line in re.findall(r":(\d+):\d+: error", log):
+        where = describe_line(int(line)) if describe_line else None
+        if where and where not in culprits:
+            culprits.append(where)
+    blame = "; ".join(culprits) if culprits else "no stage could be identified from the log"
+    return f"the OpenCL program failed to build on '{device.name.strip()}' ({blame}). Build log:\n{log}"

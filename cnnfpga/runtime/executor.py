@@ -1,0 +1,121 @@
+"""DeviceNet: runs a Plan -- device segments through OpenCL, host layers on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pyopencl as cl
+
+from .. import codegen
+from ..errors import DeviceError
+from ..layers import REGISTRY
+from ..partition import HostStep, Segment, padded, partition
+from ..precision import Fixed, Half
+from ..reference import check_inputs
+from .device import build_program, is_fpga, select_device
+
+STREAM_DTYPE = {"F32": np.float32, "F16": np.float16, "I32": np.int32}
+
+
+def to_stream(x: np.ndarray, tag: str) -> np.ndarray:
+    """(N, C, H, W) float32 -> the stream layout (N, H, W, C padded to whole words) in `tag`'s dtype."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, h, w, padded(c)), STREAM_DTYPE[tag])
+    out[..., :c] = x.transpose(0, 2, 3, 1)   # float16 conversion rounds to nearest even, as vstore_half_rte
+    return out
+
+
+def from_stream(s: np.ndarray, channels: int) -> np.ndarray:
+    """The stream layout back to (N, C, H, W) float32."""
+    return np.ascontiguousarray(s[..., :channels].transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+class DeviceNet:
+    """A Graph run the FPGA way: conv / pool / ReLU / LRN stages as OpenCL kernels, the rest on the host.
+
+    graph:      a cnnfpga.graph.Graph (weights attached)
+    precision:  "float", "half", or {layer name: LayerPrecision} already resolved
+    device:     platform/device name substring or "P:D"; default $CNNFPGA_DEVICE, then an Intel FPGA, then any
+    calibration: not used by float/half
+    bitstream:  an aoc-built .aocx for an FPGA (required there: aoc compiles offline)
+    prune_threshold: passed to the host inner products
+    parallelism: {conv layer name: (ci, co)} overriding the defaults
+    """
+
+    def __init__(self, graph, precision="float", device=None, calibration=None, bitstream=None,
+                 prune_threshold: float = 0.0, parallelism: dict = None, inject: dict = None):
+        self.graph = graph
+        self.plan = partition(graph, precision, parallelism)
+        self.device = select_device(device)
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self.program_code = codegen.generate(self.plan, inject)
+        fpga = is_fpga(self.device)
+        if fpga and bitstream is None:
+            raise DeviceError(f"{graph.path}: '{self.device.name.strip()}' is an FPGA; compile the generated source "
+                              "with aoc and pass bitstream=path.aocx")
+        options = [] if fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
+        self.program = build_program(self.context, self.device, self.program_code.source, options,
+                                     self._describe_line, bitstream)
+        self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
+        self.codes = {code.stage.index: code for code in self.program_code.stages}
+        self.stage_args = {stage.index: self._stage_args(stage) for stage in self.plan.stages}
+        self.host_layers = {}
+        self.prune_threshold = prune_threshold
+        self.stage_seconds = {stage.index: 0.0 for stage in self.plan.stages}
+
+    def _describe_line(self, line: int):
+        code = self.program_code.stage_at_line(line)
+        if code is None:
+            return None
+        return f"stage {code.stage.index} '{code.stage.name}' at {code.stage.layer.where}"
+
+    def _stage_args(self, stage) -> list:
+        if stage.kind != "conv":
+            return []
+        weights, bias = codegen.conv_weight_layout(stage)
+        if isinstance(stage.precision.weights, Half):
+            weights = weights.astype(np.float16).astype(np.float32)
+            bias = bias.astype(np.float16).astype(np.float32)
+        flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
+        return [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+
+    # -- running ------------------------------------------------------------------------------------
+    def forward(self, inputs: dict) -> dict:
+        """Run the net on a batch; returns every blob that was materialised, by Caffe name."""
+        values = dict(check_inputs(self.graph, inputs))
+        for step in self.plan.steps:
+            if isinstance(step, Segment):
+                values[step.sink] = self.run_segment(step, values[step.source])
+            else:
+                outputs = self.run_host(step, [values[k] for k in step.inputs])
+                values.update(zip(step.outputs, outputs))
+        return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
+
+    def run_segment(self, segment: Segment, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
+        flags = cl.mem_flags
+        port_buffers = {first.source_in.name: cl.Buffer(self.context, flags.READ_ONLY | flags.COPY_HOST_PTR,
+                                                        hostbuf=to_stream(x, first.source_in.tag))}
+        for stage in segment.stages:
+            port = self.codes[stage.index].source_out
+            _, c, h, w = stage.out_shape
+            size = n * h * w * padded(c) * np.dtype(STREAM_DTYPE[port.tag]).itemsize
+            port_buffers[port.name] = cl.Buffer(self.context, flags.READ_WRITE, size)
+        events = []
+        for stage in segment.stages:
+            code = self.codes[stage.index]
+            args = [port_buffers[code.source_in.name], port_buffers[code.source_out.name],
+                    *self.stage_args[stage.index], np.uint32(n)]
+            kernel = self.kernels[stage.index]
+            kernel.set_args(*args)
+            events.append((stage.index, cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))))
+        _, c, h, w = segment.stages[-1].out_shape
+        out = np.empty((n, h, w, padded(c)), STREAM_DTYPE[last.source_out.tag])
+        cl.enqueue_copy(self.queue, out, port_buffers[last.source_out.name])
+        for index, event in events:
+            self.stage_seconds[index] += (event.profile.end - event.profile.start) * 1e-9
+        return from_stream(out, c)
+
+    def run_host(self, step: HostStep, inputs: list) -> list:
+        layer = step.layer
+        return REGISTRY[layer.type].reference(layer.spec, inputs, layer.blobs)

@@ -1,0 +1,11 @@
+/* A ReLU stage of its own (for a ReLU that does not follow a convolution): streams word by word.
+ * Constants: WORDS (stream words per image), RELU_SLOPE. */
+__attribute__((max_global_work_dim(0)))
+__kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
+{
+    STAGE_CURSORS
+    for (uint i = 0; i < n_images * (uint)WORDS; i++) {
+        const float8 v = READ_IN();
+        WRITE_OUT(select(v * RELU_SLOPE, v, isgreater(v, (float8)(0.0f))));
+    }
+}
