@@ -323,7 +323,10 @@ class _Walker:
         name_field, type_field, blobs_field = (4, 5, 6) if v1 else (1, 2, 7)
         where = f"layer #{index}"
         name, type_, blob_spans = "", "", []
-        for field, wire, value, tag_at in self.fields(span[0], span[1], None, where):
+        pos = span[0]
+        while pos < span[1]:
+            tag_at = pos
+            field, wire, value, pos = self.field(pos, span[1], None, where)  # `where` gains the name
             if field == name_field and wire == _LEN:
                 name = self.text(value, where)
                 where = f"layer #{index} '{name}'"

@@ -36,7 +36,7 @@ def write_caffemodel(path, net_name: str, layers: Iterable[tuple[str, str, list[
             f.write(_tag(_NET_LAYER, _LEN) + _varint(size) + body)
             for head, array in zip(blob_heads, arrays):
                 f.write(_tag(_LAYER_BLOBS, _LEN) + _varint(len(head) + array.nbytes) + head)
-                f.write(memoryview(array).cast("B"))
+                f.write(array)  # the raw little-endian floats, no copy
 
 
 def write_binaryproto(path, array: np.ndarray) -> None:
@@ -49,7 +49,7 @@ def write_binaryproto(path, array: np.ndarray) -> None:
     legacy = b"".join(_tag(f, _VARINT) + _varint(d) for f, d in zip(_BLOB_LEGACY_DIMS, array.shape))
     with _atomic_file(path) as f:
         f.write(legacy + _blob_head(array))
-        f.write(memoryview(array).cast("B"))
+        f.write(array)  # the raw little-endian floats, no copy
 
 
 def _blob_head(array: np.ndarray) -> bytes:
@@ -68,7 +68,7 @@ def _as_float32(blob, path: str, what: str) -> np.ndarray:
         array = np.asarray(blob)
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise TypeError(f"dtype {array.dtype}")
-        return np.ascontiguousarray(array, dtype="<f4")
+        return np.asarray(array, dtype="<f4", order="C")  # (ascontiguousarray would make 0-d 1-d)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{path}: {what} is not a numeric array ({e})") from None
 

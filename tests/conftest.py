@@ -1,0 +1,73 @@
+"""Shared test helpers. Real models and data live read-only in ../shared beside the repository."""
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared data folder; skips the test when it is missing (fails it under CI)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = f"shared data not found: {path}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_path()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end tests that take seconds (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def filler_caffemodel(tmp_path_factory):
+    """write(prototxt_path) -> (graph, caffemodel path): the graph (the prototxt's own input shapes) with
+    seeded filler weights, written once per session with our writer so that OpenCV can build the same net."""
+    import warnings
+
+    from cnnfpga.caffe.writer import write_caffemodel
+    from cnnfpga.graph import load_graph
+
+    folder = tmp_path_factory.mktemp("filler_weights")
+    written = {}
+
+    def write(prototxt):
+        key = str(prototxt)
+        if key not in written:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "no weights given": intended here
+                graph = load_graph(str(prototxt))
+            path = folder / f"{len(written)}_{Path(prototxt).parent.name}.caffemodel"
+            write_caffemodel(path, graph.name, [(l.name, l.type, l.blobs) for l in graph.layers if l.blobs])
+            written[key] = (graph, path)
+        return written[key]
+
+    return write
+
+
+def vgg16_with_pool_stride(text: str, stride: int) -> str:
+    """The shared VGG16 prototxt's pooling layers (2x2, stride 1 in that copy) with another stride."""
+    return text.replace("kernel_size: 2\n    stride: 1\n", f"kernel_size: 2\n    stride: {stride}\n")
+
+
+@pytest.fixture(scope="session")
+def vgg16_published(tmp_path_factory) -> Path:
+    """VGG16 as the VGG team published it (2x2 pooling with stride 2, 7x7x512 into fc6).
+
+    The shared copy (from closerbibi/cnn4bvroi) pools with stride 1, which makes fc6 take 512*219*219
+    inputs (400 GB of weights); the tests refuse that net on purpose and run this one instead.
+    """
+    text = shared_path("models", "vgg16", "VGG_ILSVRC_16_layers_deploy.prototxt").read_text()
+    published = vgg16_with_pool_stride(text, 2)
+    assert published.count("stride: 2") == 5, "the shared VGG16 prototxt changed; update this fixture"
+    path = tmp_path_factory.mktemp("vgg16") / "VGG_ILSVRC_16_layers_deploy.prototxt"
+    path.write_text(published)
+    return path
