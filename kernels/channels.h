@@ -20,6 +20,7 @@
 
 #ifdef CNNFPGA_EMULATE_CHANNELS
 
+#define SINGLE_WORK_ITEM   /* launched as a 1x1 NDRange: no attribute needed (others warn about aoc's) */
 #define CHANNEL_F32(name, depth)
 #define CHANNEL_F16(name, depth)
 #define CHANNEL_I32(name, depth)
@@ -38,6 +39,7 @@
 
 #pragma OPENCL EXTENSION cl_intel_channels : enable
 #pragma OPENCL EXTENSION cl_khr_fp16 : enable
+#define SINGLE_WORK_ITEM __attribute__((max_global_work_dim(0)))   /* aoc: a task, pipelined loops */
 #define CHANNEL_F32(name, depth) channel float8 name __attribute__((depth(depth)));
 #define CHANNEL_F16(name, depth) channel half8 name __attribute__((depth(depth)));
 #define CHANNEL_I32(name, depth) channel int8 name __attribute__((depth(depth)));

@@ -12,7 +12,7 @@
  * Constants from the code generator: H W C CP (input), OH OW O OP (output), KH KW SH SW PH PW DH DW,
  * G CG OG CGP, CI CO CI_FLOAT CI_LOAD CI_SUM, LB_ROWS, FUSE_RELU RELU_SLOPE, and the stream macros.
  */
-__attribute__((max_global_work_dim(0)))
+SINGLE_WORK_ITEM
 __kernel void STAGE_KERNEL(STAGE_PARAMS
                            __global const float *restrict weights,
                            __global const float *restrict bias,

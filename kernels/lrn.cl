@@ -8,7 +8,7 @@
  *
  * Constants: H W C CP CV, LRN_N, LRN_HALF = (N-1)/2, LRN_ALPHA, LRN_BETA, LRN_K, LRN_ACROSS.
  */
-__attribute__((max_global_work_dim(0)))
+SINGLE_WORK_ITEM
 __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
 {
     STAGE_CURSORS

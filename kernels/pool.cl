@@ -8,7 +8,7 @@
  *
  * Constants: H W CV (input words per pixel = CP/8), OH OW, KH KW SH SW PH PW, POOL_MAX (1 = MAX, 0 = AVE).
  */
-__attribute__((max_global_work_dim(0)))
+SINGLE_WORK_ITEM
 __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
 {
     STAGE_CURSORS

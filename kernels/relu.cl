@@ -1,6 +1,6 @@
 /* A ReLU stage of its own (for a ReLU that does not follow a convolution): streams word by word.
  * Constants: WORDS (stream words per image), RELU_SLOPE. */
-__attribute__((max_global_work_dim(0)))
+SINGLE_WORK_ITEM
 __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
 {
     STAGE_CURSORS
