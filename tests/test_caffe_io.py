@@ -142,6 +142,13 @@ def test_list_syntax_layers_get_their_own_lines(tmp_path):
     assert [l.name for l in net.param.layer] == ["a", "b"] and net.layer_lines == [3, 5]
 
 
+def test_byte_order_mark_is_ignored(tmp_path):
+    path = tmp_path / "bom.prototxt"
+    path.write_bytes(b'\xef\xbb\xbfname: "bom"\nlayer { name: "a" type: "ReLU" }\n')
+    net = read_prototxt(path)
+    assert net.param.name == "bom" and net.layer_lines == [2]
+
+
 def test_include_and_exclude_together_is_refused(tmp_path):
     path = tmp_path / "both.prototxt"
     path.write_text('name: "b"\n\nlayer { name: "r" type: "ReLU" include { phase: TEST } exclude { phase: TRAIN } }\n')
@@ -298,9 +305,10 @@ def test_random_bytes_are_refused(tmp_path, seed):
 
 def test_text_prototxt_given_as_caffemodel(tmp_path):
     path = tmp_path / "lenet.caffemodel"
-    path.write_bytes(shared_path("models", "lenet", "lenet.prototxt").read_bytes())
-    with pytest.raises(ModelFileError, match=r"lenet\.caffemodel: this is a text file"):
-        read_caffemodel(path)
+    for prefix in (b"", "# café net\n".encode()):
+        path.write_bytes(prefix + shared_path("models", "lenet", "lenet.prototxt").read_bytes())
+        with pytest.raises(ModelFileError, match=r"lenet\.caffemodel: this is a text file"):
+            read_caffemodel(path)
 
 
 def test_mean_file_given_as_caffemodel():

@@ -85,7 +85,7 @@ def _read_text(path: str) -> str:
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark some editors add is not part of the text
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise ModelFileError(f"{path}:{line}: not UTF-8 text (byte {e.start}); a binary caffemodel "
@@ -241,8 +241,15 @@ def parse_blob(path: str, buf, start: int, end: int, where: str = "") -> np.ndar
 
 
 def _looks_like_text(buf) -> bool:
+    """UTF-8 without control characters in the first 512 bytes (a caffemodel has length bytes early)."""
     head = bytes(buf[:512])
-    return all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut in two at the end of the sample
+            return False
+        text = head[:e.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 class _Walker:
