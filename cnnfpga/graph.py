@@ -13,7 +13,7 @@ import numpy as np
 from .caffe import caffe_pb2
 from .caffe.fillers import fill
 from .caffe.reader import read_caffemodel, read_prototxt
-from .errors import CnnfpgaError, NetDefinitionError, ResourceError, WeightsError
+from .errors import NetDefinitionError, ResourceError, WeightsError
 from .layers import REGISTRY
 
 # Layers a deploy net may carry that have no meaning at inference; they are dropped with a note.
@@ -239,10 +239,8 @@ def fill_from_prototxt(graph: Graph, seed: int) -> None:
         layer.blobs = []
         for i, shape in enumerate(shapes):
             filler = fillers[i] if i < len(fillers) and fillers[i] is not None else default_filler(layer.type, i, shape)
-            try:
-                layer.blobs.append(np.ascontiguousarray(fill(filler, shape, rng), dtype=np.float32))
-            except CnnfpgaError as error:
-                raise NetDefinitionError(f"{layer.where}: blob {i}: {error}") from None
+            layer.blobs.append(np.ascontiguousarray(fill(filler, shape, rng, where=f"{layer.where}: blob {i}"),
+                                                    dtype=np.float32))
 
 
 def fits_legacy_shape(stored: tuple, expected: tuple) -> bool:

@@ -77,7 +77,8 @@ def read_prototxt(path) -> ParsedNet:
 
 def _read_text(path: str) -> str:
     try:
-        raw = open(path, "rb").read()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except IsADirectoryError:
