@@ -110,7 +110,9 @@ def build_failure(program, device, error, describe_line) -> str:
         log = ""
     log = log.strip() or str(error)
     culprits = []
-    for line in re.findall(r":(\d+):\d+: error", log):
+    # clang puts "error" before (PoCL) or after (aoc, most others) the "file:line:column:" part
+    error_lines = [text for text in log.splitlines() if "error" in text]
+    for line in re.findall(r":(\d+):\d+:", "\n".join(error_lines)):
         where = describe_line(int(line)) if describe_line else None
         if where and where not in culprits:
             culprits.append(where)

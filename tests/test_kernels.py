@@ -1,0 +1,111 @@
+"""Each stage kernel (the FPGA variant, channels emulated) on PoCL against the numpy float reference.
+
+To keep OpenCL builds few, one net holds many single-layer branches that all read the same input;
+each branch becomes a device segment of its own and every branch's output is checked.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+from cnnfpga import reference
+from cnnfpga.graph import load_graph
+from cnnfpga.runtime import DeviceNet
+
+INPUT = (2, 6, 11, 13)   # 6 channels: not a whole stream word; odd, non-square size
+
+CONVS = {  # name: convolution_param body
+    "conv_plain": "num_output: 10 kernel_size: 3",
+    "conv_stride_pad": "num_output: 9 kernel_size: 3 stride: 2 pad: 1",
+    "conv_rect": "num_output: 16 kernel_h: 3 kernel_w: 5 stride_h: 2 stride_w: 1 pad_h: 2 pad_w: 0",
+    "conv_group2": "num_output: 10 kernel_size: 3 group: 2 pad: 1",
+    "conv_group3": "num_output: 12 kernel_size: 2 group: 3 stride: 3",
+    "conv_dilated": "num_output: 8 kernel_size: 3 dilation: 2 pad: 2",
+    "conv_1x1_s2": "num_output: 17 kernel_size: 1 stride: 2 bias_term: false",
+    "conv_big": "num_output: 4 kernel_size: 5 pad: 3 stride: 3",
+}
+POOLS = {
+    "pool_max_ceil": "pool: MAX kernel_size: 3 stride: 2",
+    "pool_ave_ceil": "pool: AVE kernel_size: 3 stride: 2",
+    "pool_max_pad": "pool: MAX kernel_size: 3 stride: 2 pad: 1",
+    "pool_ave_pad": "pool: AVE kernel_size: 3 stride: 2 pad: 1",
+    "pool_ave_drop": "pool: AVE kernel_size: 2 stride: 2 pad: 1",   # the last window would start in the padding
+    "pool_max_rect": "pool: MAX kernel_h: 2 kernel_w: 4 stride_h: 1 stride_w: 3",
+    "pool_ave_global": "pool: AVE global_pooling: true",
+    "pool_max_global": "pool: MAX global_pooling: true",
+}
+LRNS = {
+    "lrn_across": "local_size: 5 alpha: 0.5 beta: 0.75 k: 2",
+    "lrn_across_3": "local_size: 3 alpha: 1e-2 beta: 0.5",
+    "lrn_within": "local_size: 3 alpha: 0.7 beta: 0.75 norm_region: WITHIN_CHANNEL",
+}
+
+
+def layer(name, type_, body_key, body, bottom="data", top=None):
+    return (f'layer {{ name: "{name}" type: "{type_}" bottom: "{bottom}" top: "{top or name}" '
+            f'{body_key} {{ {body} }} }}\n')
+
+
+def stage_net_text() -> str:
+    text = f'name: "stages"\ninput: "data"\ninput_shape {{ {" ".join(f"dim: {d}" for d in INPUT)} }}\n'
+    for name, body in CONVS.items():
+        text += layer(name, "Convolution", "convolution_param", body)
+    for name, body in POOLS.items():
+        text += layer(name, "Pooling", "pooling_param", body)
+    for name, body in LRNS.items():
+        text += layer(name, "LRN", "lrn_param", body)
+    # a standalone leaky ReLU (not after a conv), and a conv with a fused leaky ReLU (in place)
+    text += layer("relu_leaky", "ReLU", "relu_param", "negative_slope: 0.1")
+    text += layer("conv_relu", "Convolution", "convolution_param", "num_output: 11 kernel_size: 3 pad: 1")
+    text += layer("relu_fused", "ReLU", "relu_param", "negative_slope: 0.25", bottom="conv_relu", top="conv_relu")
+    # a streamed chain: conv -> pool -> LRN -> conv, channels between every stage
+    text += layer("chain_conv", "Convolution", "convolution_param", "num_output: 12 kernel_size: 3")
+    text += layer("chain_pool", "Pooling", "pooling_param", "pool: MAX kernel_size: 2 stride: 2", bottom="chain_conv")
+    text += layer("chain_lrn", "LRN", "lrn_param", "local_size: 5 alpha: 0.1 beta: 0.75", bottom="chain_pool")
+    text += layer("chain_conv2", "Convolution", "convolution_param", "num_output: 3 kernel_size: 2",
+                  bottom="chain_lrn")
+    return text
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stages") / "stages.prototxt"
+    path.write_text(stage_net_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = load_graph(str(path))
+    x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
+    net = DeviceNet(graph)
+    return graph, net, net.forward({"data": x}), reference.forward(graph, {"data": x})
+
+
+def relative_error(got, want) -> float:
+    assert got.shape == want.shape
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", list(CONVS) + list(POOLS) + list(LRNS) +
+                         ["relu_leaky", "conv_relu", "chain_conv2"])
+def test_stage_matches_reference(stage_run, name):
+    graph, net, got, want = stage_run
+    assert relative_error(got[name], want[name]) < 1e-5
+
+
+def test_every_branch_ran_on_the_device(stage_run):
+    graph, net, _, _ = stage_run
+    on_device = {stage.name for stage in net.plan.stages}
+    assert on_device >= set(CONVS) | set(POOLS) | set(LRNS) | {"relu_leaky", "conv_relu"}
+    chain = [s for s in net.plan.segments if s.stages[0].name == "chain_conv"][0]
+    assert [s.name for s in chain.stages] == ["chain_conv", "chain_pool", "chain_lrn", "chain_conv2"]
+    fused = [s for s in net.plan.stages if s.name == "conv_relu"][0]
+    assert fused.fused == ["relu_fused"] and fused.relu_slope == 0.25
+    assert all(seconds > 0 for seconds in net.stage_seconds.values())
+
+
+def test_parallelism_does_not_change_results(stage_run):
+    graph, _, default, _ = stage_run
+    x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
+    net = DeviceNet(graph, parallelism={"conv_plain": (2, 1), "conv_rect": (1, 4), "conv_group2": (1, 1)})
+    got = net.forward({"data": x})
+    for name in ("conv_plain", "conv_rect", "conv_group2"):
+        np.testing.assert_allclose(got[name], default[name], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,135 @@
+"""Whole nets on PoCL (FPGA-variant kernels, emulated channels, host inner products) vs the golden model."""
+import warnings
+
+import numpy as np
+import pyopencl as cl
+import pytest
+
+from cnnfpga import reference
+from cnnfpga.errors import DeviceError, PrecisionError
+from cnnfpga.graph import load_graph
+from cnnfpga.runtime import DeviceNet, select_device
+
+from conftest import shared_path
+
+NETS = {  # name: (folder, prototxt, slow)
+    "lenet": ("lenet", "lenet.prototxt", False),
+    "cifar10_quick": ("cifar10_quick", "cifar10_quick.prototxt", False),
+    "cifar10_full": ("cifar10_full", "cifar10_full.prototxt", False),
+    "alexnet": ("alexnet", "deploy.prototxt", True),
+    "caffenet": ("caffenet", "deploy.prototxt", True),
+    "googlenet": ("googlenet", "deploy.prototxt", True),
+    "resnet50": ("resnet50", "deploy.prototxt", True),
+    "squeezenet": ("squeezenet_v1.1", "deploy.prototxt", True),
+}
+
+
+def quiet_load(path, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # filler weights: intended
+        return load_graph(str(path), *args, **kwargs)
+
+
+def random_inputs(graph, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {name: rng.uniform(-1, 1, shape).astype(np.float32) for name, shape in graph.inputs.items()}
+
+
+def relative_error(got, want) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def check_net(graph, **options):
+    """Run graph on the device and the golden model; return (net, worst relative error over the
+    outputs and every blob a device segment wrote)."""
+    x = random_inputs(graph)
+    net = DeviceNet(graph, **options)
+    got = net.forward(x)
+    want = reference.forward(graph, x)
+    plan = net.plan
+    # a blob a segment wrote, unless an in-place host layer rewrote it later under the same name
+    written = {plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink}
+    names = set(graph.outputs) | written
+    return net, max(relative_error(got[n], want[n]) for n in names)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if NETS[n][2] else n for n in NETS])
+def test_net_float_matches_golden_model(name):
+    folder, prototxt, _ = NETS[name]
+    graph = quiet_load(shared_path("models", folder, prototxt))
+    net, error = check_net(graph)
+    assert error < 1e-4, f"{name}: relative error {error}"
+    assert net.plan.stages, "nothing ran on the device"
+
+
+@pytest.mark.slow
+def test_vgg16_float_matches_golden_model(vgg16_published):
+    graph = quiet_load(vgg16_published)
+    net, error = check_net(graph)
+    assert error < 1e-4
+    assert sum(s.kind == "conv" for s in net.plan.stages) == 13
+
+
+def test_trained_lenet_classifies_like_the_golden_model():
+    graph = quiet_load(shared_path("models", "lenet", "lenet.prototxt"),
+                       shared_path("models", "lenet", "lenet_iter_10000.caffemodel"))
+    x = random_inputs(graph)
+    x["data"] = (x["data"] + 1) / 2
+    got = DeviceNet(graph).forward(x)["prob"]
+    want = reference.forward(graph, x)["prob"]
+    assert relative_error(got, want) < 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+@pytest.fixture(scope="module")
+def lenet():
+    return quiet_load(shared_path("models", "lenet", "lenet.prototxt"))
+
+
+def test_no_platform_says_how_to_install_pocl(monkeypatch, lenet):
+    monkeypatch.setattr(cl, "get_platforms", lambda: [])
+    with pytest.raises(DeviceError, match="apt-get install pocl-opencl-icd"):
+        DeviceNet(lenet)
+
+
+def test_unknown_device_lists_the_available_ones(monkeypatch):
+    with pytest.raises(DeviceError, match="no OpenCL device matches 'no-such-board'.*0:0"):
+        select_device("no-such-board")
+    monkeypatch.setenv("CNNFPGA_DEVICE", "7:3")
+    with pytest.raises(DeviceError, match="'7:3'"):
+        select_device()
+    monkeypatch.setenv("CNNFPGA_DEVICE", "0:0")
+    assert select_device() == cl.get_platforms()[0].get_devices()[0]
+
+
+def test_build_error_names_the_stage_and_carries_the_log(lenet, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNFPGA_CACHE", str(tmp_path))
+    with pytest.raises(DeviceError) as info:
+        DeviceNet(lenet, inject={2: "this is not OpenCL;"})
+    message = str(info.value)
+    assert "stage 2 'conv2'" in message and "lenet.prototxt:" in message
+    assert "error" in message.split("Build log:")[1]   # the compiler's own words
+
+
+def test_programs_are_cached_by_source(lenet, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNFPGA_CACHE", str(tmp_path))
+    first = DeviceNet(lenet)
+    cached = list(tmp_path.glob("*.bin"))
+    assert len(cached) == 1
+    second = DeviceNet(lenet)   # built from the cached binary
+    x = random_inputs(lenet)
+    np.testing.assert_array_equal(first.forward(x)["prob"], second.forward(x)["prob"])
+    DeviceNet(lenet, parallelism={"conv2": (4, 2)})
+    assert len(list(tmp_path.glob("*.bin"))) == 2
+
+
+def test_unreadable_bitstream(lenet, tmp_path):
+    with pytest.raises(DeviceError, match="missing.aocx"):
+        DeviceNet(lenet, bitstream=str(tmp_path / "missing.aocx"))
+
+
+def test_bad_precision_setting(lenet):
+    with pytest.raises(PrecisionError):
+        DeviceNet(lenet, precision="double")
