@@ -1,0 +1,122 @@
+"""The device / host split: segments, fusion, BatchNorm folding, fallbacks, the plan table."""
+import warnings
+
+import numpy as np
+import pytest
+
+from cnnfpga.errors import NetDefinitionError, PrecisionError
+from cnnfpga.graph import load_graph
+from cnnfpga.layers import REGISTRY
+from cnnfpga.partition import HostStep, Segment, fold_batch_norm, partition
+
+from conftest import shared_path
+
+
+def quiet_load(folder, name="deploy.prototxt"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_graph(str(shared_path("models", folder, name)))
+
+
+def test_alexnet_is_one_segment_with_relus_fused():
+    plan = partition(quiet_load("alexnet"))
+    assert len(plan.segments) == 1
+    stages = plan.stages
+    assert [s.kind for s in stages] == ["conv", "lrn", "pool", "conv", "lrn", "pool", "conv", "conv", "conv", "pool"]
+    assert all(s.fused == [f"relu{s.name[-1]}"] for s in stages if s.kind == "conv")
+    host = [s.layer.name for s in plan.steps if isinstance(s, HostStep)]
+    assert host == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8", "prob"]
+    assert plan.steps[0] is plan.segments[0]
+
+
+def test_describe_lists_every_layer_with_place_precision_parallelism_shape():
+    graph = quiet_load("alexnet")
+    text = partition(graph).describe()
+    for layer in graph.layers:
+        if layer.type != "Input":
+            assert layer.name in text
+    conv2 = next(line for line in text.splitlines() if line.startswith("conv2 "))
+    assert "device stage 3" in conv2 and "float" in conv2 and "ci=8 co=8" in conv2 and "[10, 256, 27, 27]" in conv2
+    assert "fused into stage 3" in next(line for line in text.splitlines() if line.startswith("relu2 "))
+    assert "host" in next(line for line in text.splitlines() if line.startswith("fc6 "))
+
+
+def test_googlenet_branches_become_segments_in_topological_order():
+    graph = quiet_load("googlenet")
+    plan = partition(graph)
+    produced = set(graph.inputs)
+    for step in plan.steps:   # every step reads only what earlier steps wrote
+        reads = [step.source] if isinstance(step, Segment) else step.inputs
+        assert all(key in produced for key in reads), step
+        produced.update([step.sink] if isinstance(step, Segment) else step.outputs)
+    concat = [s for s in plan.steps if isinstance(s, HostStep) and s.layer.type == "Concat"]
+    assert len(concat) == 9
+    # the 3x3 branch of an inception streams reduce conv -> ReLU -> 3x3 conv -> ReLU
+    seg = next(s for s in plan.segments if s.stages[0].name == "inception_3a/3x3_reduce")
+    assert [s.name for s in seg.stages] == ["inception_3a/3x3_reduce", "inception_3a/3x3"]
+
+
+def test_resnet_batch_norm_and_scale_fold_into_the_conv():
+    graph = quiet_load("resnet50")
+    plan = partition(graph)
+    conv1 = plan.stages[0]
+    assert conv1.name == "conv1" and conv1.fused == ["bn_conv1", "scale_conv1", "conv1_relu"]
+    assert not any(isinstance(s, HostStep) and s.layer.type in ("BatchNorm", "Scale") for s in plan.steps)
+    # the folded weights compute conv -> BatchNorm -> Scale
+    layers = {l.name: l for l in graph.layers}
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    conv = layers["conv1"]
+    y = REGISTRY["Convolution"].reference(conv.spec, [x], conv.blobs)[0]
+    y = REGISTRY["BatchNorm"].reference(layers["bn_conv1"].spec, [y], layers["bn_conv1"].blobs)[0]
+    y = REGISTRY["Scale"].reference(layers["scale_conv1"].spec, [y], layers["scale_conv1"].blobs)[0]
+    w, b = fold_batch_norm(conv.blobs[0], conv.blobs[1] if conv.spec.bias_term else np.zeros(64, np.float32),
+                           layers["bn_conv1"], layers["scale_conv1"])
+    folded = REGISTRY["Convolution"].reference(conv.spec, [x], [w, b] if conv.spec.bias_term else [w])[0]
+    if not conv.spec.bias_term:
+        folded = folded + b.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(folded, y, rtol=1e-4, atol=1e-4 * np.abs(y).max())
+
+
+def test_in_place_relu_read_by_two_layers_is_not_fused_away():
+    graph = quiet_load("squeezenet_v1.1")
+    plan = partition(graph)
+    # fire2/squeeze1x1 (+ ReLU in place) feeds both expand convs: its output must go to DDR
+    squeeze = next(s for s in plan.segments if "fire2/squeeze1x1" in [stage.name for stage in s.stages])
+    assert squeeze.stages[-1].name == "fire2/squeeze1x1"
+    assert squeeze.stages[-1].fused == ["fire2/relu_squeeze1x1"]
+    assert plan.blob_names[squeeze.sink] == "fire2/squeeze1x1"
+
+
+def test_big_line_buffer_falls_back_to_host(monkeypatch):
+    import cnnfpga.partition as part
+    monkeypatch.setattr(part, "LINE_BUFFER_BYTES", 64 * 1024)
+    plan = partition(quiet_load("alexnet"))
+    conv1 = next(s for s in plan.steps if isinstance(s, HostStep) and s.layer.name == "conv1")
+    assert "line buffer" in conv1.reason
+    assert plan.stages[0].name == "relu1"   # the ReLU now starts a segment of its own
+
+
+def test_parallelism_is_checked_against_groups(tmp_path):
+    graph = quiet_load("alexnet")
+    plan = partition(graph, parallelism={"conv2": (4, 2)})
+    conv2 = next(s for s in plan.stages if s.name == "conv2")
+    assert (conv2.ci, conv2.co) == (4, 2)
+    with pytest.raises(NetDefinitionError, match="conv2.*ci=3"):
+        partition(graph, parallelism={"conv2": (3, 8)})
+    path = tmp_path / "grouped.prototxt"
+    path.write_text('name: "g" input: "data" input_shape { dim: 1 dim: 12 dim: 5 dim: 5 }\n'
+                    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+                    'convolution_param { num_output: 6 kernel_size: 3 group: 3 } }\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        grouped = load_graph(str(path))
+    assert (partition(grouped).stages[0].ci, partition(grouped).stages[0].co) == (4, 2)
+    with pytest.raises(NetDefinitionError, match="3 groups"):
+        partition(grouped, parallelism={"conv": (8, 1)})
+
+
+def test_half_precision_plan_and_bad_setting():
+    graph = quiet_load("lenet", "lenet.prototxt")
+    assert "half" in partition(graph, "half").describe()
+    with pytest.raises(PrecisionError):
+        partition(graph, "double")
