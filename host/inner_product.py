@@ -1,0 +1,122 @@
+"""Fully-connected layers on the host CPU: one BLAS GEMM per batch, with optional pruning.
+
+The FPGA streams the convolutions; the inner products (AlexNet's fc6-fc8: 59 M of its weights)
+are memory-bound on any device, so they run here in float32, batched so that each weight is read
+once per batch instead of once per image.
+
+Two kinds of pruning:
+* activation pruning (``prune_threshold``): input columns whose magnitude is <= the threshold in
+  every image of the batch are skipped -- the GEMM runs on the gathered live columns only.  With the
+  default threshold 0 only exact zeros (ReLU outputs) are skipped, so the result is the dense one up
+  to float summation order.  Gathering costs a copy of the live weight rows, so it is used only when
+  the live fraction is below ``LIVE_FRACTION_CUTOFF``.
+* magnitude pruning (``weight_prune_fraction``): the smallest |w| of the layer are set to zero once,
+  at construction.  The weights stay dense (BLAS has no use for unstructured zeros), so this changes
+  accuracy, not speed; it models what a compressed-weight FPGA or host design would store.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnfpga.errors import InputError, WeightsError
+
+# Gather-then-GEMM beats the dense GEMM when fewer than about a quarter of the input columns are live.
+# Measured with benchmarks/bench_host_fc.py's shapes (fc6: 9216 -> 4096, float32, OpenBLAS, 2 cores):
+# batch 1: dense 4.5 ms, live 20% 3.3 ms, live 30% 8.7 ms; batch 8: dense 11.6 ms, live 30% 11.2 ms;
+# batch 32: dense 21.6 ms, live 30% 16 ms, live 50% 25 ms.  0.25 is safe for every batch size.
+LIVE_FRACTION_CUTOFF = 0.25
+
+
+@dataclass
+class InnerProductStats:
+    """Running counters of one layer."""
+    calls: int = 0
+    images: int = 0
+    gathered_calls: int = 0        # calls that took the pruned (gathered) path
+    live_columns: int = 0          # summed over calls
+    columns: int = 0               # summed over calls: input columns offered
+    seconds: float = 0.0
+
+    @property
+    def live_fraction(self) -> float:
+        """Fraction of input columns live in at least one image of the batch, over all calls."""
+        return self.live_columns / self.columns if self.columns else 1.0
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.images if self.images else 0.0
+
+
+class InnerProduct:
+    """y = x W^T + b for a batch x (N, K), W (O, K) float32."""
+
+    def __init__(self, weights, bias=None, prune_threshold: float | None = 0.0,
+                 weight_prune_fraction: float = 0.0, name: str = "inner product",
+                 live_cutoff: float = LIVE_FRACTION_CUTOFF):
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.ndim != 2:
+            raise WeightsError(f"{name}: weights must be (outputs, inputs), got shape {list(weights.shape)}")
+        outputs, inputs = weights.shape
+        if bias is not None:
+            bias = np.asarray(bias, dtype=np.float32).reshape(-1)
+            if bias.shape != (outputs,):
+                raise WeightsError(f"{name}: bias has {bias.size} values for {outputs} outputs")
+        if not 0.0 <= weight_prune_fraction < 1.0:
+            raise WeightsError(f"{name}: weight_prune_fraction must be in [0, 1), got {weight_prune_fraction}")
+        if prune_threshold is not None and not prune_threshold >= 0:
+            raise WeightsError(f"{name}: prune_threshold must be >= 0 or None, got {prune_threshold}")
+        self.name = name
+        self.num_output, self.num_input = outputs, inputs
+        # (K, O) contiguous: a live input column is one contiguous row, so gathering is a fast row copy
+        self.weights_t = np.ascontiguousarray(weights.T)
+        self.bias = bias
+        self.prune_threshold = prune_threshold
+        self.live_cutoff = live_cutoff
+        self.pruned_weights = self._prune_smallest(weight_prune_fraction)
+        self.weight_sparsity = 1.0 - np.count_nonzero(self.weights_t) / self.weights_t.size
+        self.stats = InnerProductStats()
+
+    @classmethod
+    def from_layer(cls, layer, **options) -> "InnerProduct":
+        """From a graph InnerProduct layer (Caffe's ``transpose`` stores W as (K, O))."""
+        spec = layer.spec
+        weights = layer.blobs[0].T if spec.transpose else layer.blobs[0]
+        bias = layer.blobs[1] if spec.bias_term else None
+        return cls(weights, bias, name=layer.where, **options)
+
+    def _prune_smallest(self, fraction: float) -> int:
+        """Zero exactly round(fraction * size) weights of smallest magnitude; returns that count."""
+        count = int(round(fraction * self.weights_t.size))
+        if count:
+            flat = self.weights_t.reshape(-1)
+            flat[np.argpartition(np.abs(flat), count - 1)[:count]] = 0.0
+        return count
+
+    def forward(self, x) -> np.ndarray:
+        """(N, K) float32 -> (N, O) float32; an (N, ...) input is flattened from axis 1, as Caffe does."""
+        start = time.perf_counter()
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.num_input:
+            raise InputError(f"{self.name}: input of shape {list(x.shape)} does not give {self.num_input} "
+                             f"values per image")
+        x = x.reshape(x.shape[0], self.num_input)
+        live = None
+        if self.prune_threshold is not None and x.shape[0]:
+            live = np.flatnonzero(np.abs(x).max(axis=0) > self.prune_threshold)
+        if live is not None and len(live) < self.live_cutoff * self.num_input:
+            out = x[:, live] @ self.weights_t[live]
+            self.stats.gathered_calls += 1
+        else:
+            out = x @ self.weights_t
+        if self.bias is not None:
+            out += self.bias
+        self.stats.calls += 1
+        self.stats.images += x.shape[0]
+        self.stats.columns += self.num_input
+        self.stats.live_columns += self.num_input if live is None else len(live)
+        self.stats.seconds += time.perf_counter() - start
+        return out
