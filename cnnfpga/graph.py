@@ -113,6 +113,8 @@ def load_graph(net_path: str, weights_path: str = None, seed: int = 0, input_sha
         if param.type in TRAINING_ONLY:
             continue
         entries.append((param, f"{base}:{line} (layer '{param.name}')"))
+    if not entries and not inputs:  # e.g. a file of comments only: nothing to run, say so now
+        raise NetDefinitionError(f"{net_path}: the net has no layers and no inputs")
     if input_shapes:
         inputs.update({k: tuple(v) for k, v in input_shapes.items()})
     graph = build(net.name, net_path, inputs, entries, blobs=None, weights_path=weights_path, input_overrides=input_shapes)
