@@ -2,7 +2,7 @@
  *
  * ACROSS_CHANNELS (LRN_ACROSS 1): one pixel's CP channels are held on chip and each channel is
  *   divided by (K + ALPHA/N * sum of squares over the N channels centred on it)^BETA; channels
- *   beyond the blob count as zero.
+ *   beyond the blob count as zero (padded channels are zero in the stream, and so is their output).
  * WITHIN_CHANNEL (LRN_ACROSS 0): a line buffer of N rows; the window is N x N around the pixel,
  *   zero padded, and the divisor base is 1 + ALPHA/(N*N) * sum of squares (Caffe's construction).
  *
@@ -13,20 +13,23 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
 {
     STAGE_CURSORS
 #if LRN_ACROSS
-    __local float pixel[CP];
+    /* squares of one pixel's channels with LRN_HALF zeros on each side, so that the window sum of
+       a whole stream word is LRN_N shifted vector loads */
+    __local float squares[CP + 2 * LRN_HALF];
+    __local float8 pixel[CV];
+    for (int i = 0; i < LRN_HALF; i++)
+        squares[i] = squares[CP + LRN_HALF + i] = 0.0f;
     for (uint p = 0; p < n_images * (uint)(H * W); p++) {
-        for (int cv = 0; cv < CV; cv++)
-            vstore8(READ_IN(), cv, pixel);
         for (int cv = 0; cv < CV; cv++) {
-            float out[8];
-            for (int j = 0; j < 8; j++) {
-                const int c = cv * 8 + j;
-                float sum = 0.0f;
-                for (int i = max(c - LRN_HALF, 0); i <= min(c + LRN_HALF, C - 1); i++)
-                    sum = mad(pixel[i], pixel[i], sum);
-                out[j] = c < C ? pixel[c] * pow(LRN_K + (LRN_ALPHA / LRN_N) * sum, -LRN_BETA) : 0.0f;
-            }
-            WRITE_OUT(vload8(0, out));
+            const float8 v = READ_IN();
+            pixel[cv] = v;
+            vstore8(v * v, 0, squares + LRN_HALF + cv * 8);
+        }
+        for (int cv = 0; cv < CV; cv++) {
+            float8 sum = (float8)(0.0f);
+            for (int i = 0; i < LRN_N; i++)
+                sum += vload8(0, squares + cv * 8 + i);
+            WRITE_OUT(pixel[cv] * pow(LRN_K + (LRN_ALPHA / LRN_N) * sum, (float8)(-LRN_BETA)));
         }
     }
 #else

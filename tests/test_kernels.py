@@ -102,6 +102,17 @@ def test_every_branch_ran_on_the_device(stage_run):
     assert all(seconds > 0 for seconds in net.stage_seconds.values())
 
 
+def test_fast_variant_matches_reference(stage_run):
+    graph, _, _, want = stage_run
+    x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
+    net = DeviceNet(graph, variant="fast")
+    fast = {code.stage.name for code in net.program_code.stages if code.ndrange}
+    assert fast >= set(CONVS) - {"conv_group2", "conv_group3"} | {"conv_relu"}
+    got = net.forward({"data": x})
+    for name in list(CONVS) + ["conv_relu", "chain_conv2"]:
+        assert relative_error(got[name], want[name]) < 1e-5, name
+
+
 def test_parallelism_does_not_change_results(stage_run):
     graph, _, default, _ = stage_run
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)

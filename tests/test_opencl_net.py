@@ -63,6 +63,16 @@ def test_net_float_matches_golden_model(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["alexnet", "googlenet"])
+def test_fast_variant_matches_golden_model(name):
+    folder, prototxt, _ = NETS[name]
+    graph = quiet_load(shared_path("models", folder, prototxt))
+    net, error = check_net(graph, variant="fast")
+    assert error < 1e-4
+    assert any(code.ndrange for code in net.program_code.stages)
+
+
+@pytest.mark.slow
 def test_vgg16_float_matches_golden_model(vgg16_published):
     graph = quiet_load(vgg16_published)
     net, error = check_net(graph)

@@ -38,21 +38,30 @@ class DeviceNet:
     bitstream:  an aoc-built .aocx for an FPGA (required there: aoc compiles offline)
     prune_threshold: passed to the host inner products
     parallelism: {conv layer name: (ci, co)} overriding the defaults
+    variant:    "fpga" (every stage the single work-item kernel aoc would get) or "fast" (float
+                convolutions as NDRange GEMM kernels; for CPUs/GPUs, not an FPGA design)
+    inject:     {stage index: source text} added to that stage's code (to test build errors)
     """
 
     def __init__(self, graph, precision="float", device=None, calibration=None, bitstream=None,
-                 prune_threshold: float = 0.0, parallelism: dict = None, inject: dict = None):
+                 prune_threshold: float = 0.0, parallelism: dict = None, variant: str = "fpga",
+                 inject: dict = None):
         self.graph = graph
         self.plan = partition(graph, precision, parallelism)
         self.device = select_device(device)
         self.context = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
-        self.program_code = codegen.generate(self.plan, inject)
+        self.program_code = codegen.generate(self.plan, inject, variant)
         fpga = is_fpga(self.device)
+        if fpga and variant != "fpga":
+            raise DeviceError(f"{graph.path}: the '{variant}' variant is not an FPGA design; use variant='fpga' "
+                              f"on '{self.device.name.strip()}'")
         if fpga and bitstream is None:
             raise DeviceError(f"{graph.path}: '{self.device.name.strip()}' is an FPGA; compile the generated source "
                               "with aoc and pass bitstream=path.aocx")
         options = [] if fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
+        if variant == "fast":
+            options.append("-cl-mad-enable")
         self.program = build_program(self.context, self.device, self.program_code.source, options,
                                      self._describe_line, bitstream)
         self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
@@ -71,7 +80,10 @@ class DeviceNet:
     def _stage_args(self, stage) -> list:
         if stage.kind != "conv":
             return []
-        weights, bias = codegen.conv_weight_layout(stage)
+        if self.codes[stage.index].ndrange:
+            weights, bias = codegen.fast_conv_weight_layout(stage)
+        else:
+            weights, bias = codegen.conv_weight_layout(stage)
         if isinstance(stage.precision.weights, Half):
             weights = weights.astype(np.float16).astype(np.float32)
             bias = bias.astype(np.float16).astype(np.float32)
@@ -108,7 +120,15 @@ class DeviceNet:
                     *self.stage_args[stage.index], np.uint32(n)]
             kernel = self.kernels[stage.index]
             kernel.set_args(*args)
-            events.append((stage.index, cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))))
+            if code.ndrange:
+                _, blocks, rows = code.ndrange
+                pixels = n * stage.out_shape[2] * stage.out_shape[3]
+                # one work-item per work-group: each already holds a register tile, and PoCL's own
+                # vectorisation across work-items only gets in the way of the float16 arithmetic
+                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (blocks, -(-pixels // rows)), (1, 1))
+            else:
+                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))
+            events.append((stage.index, event))
         _, c, h, w = segment.stages[-1].out_shape
         out = np.empty((n, h, w, padded(c)), STREAM_DTYPE[last.source_out.tag])
         cl.enqueue_copy(self.queue, out, port_buffers[last.source_out.name])

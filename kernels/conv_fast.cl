@@ -1,0 +1,72 @@
+/* Convolution for CPUs and GPUs (not an FPGA design): an NDRange implicit GEMM, register tiled.
+ *
+ * Used by the "fast" variant in place of conv.cl; it reads and writes the same stream layout
+ * (N, H, W, CP) in global memory that the emulated channels hold, so it slots between FPGA-style
+ * stages.  Work-item (b, t) computes R consecutive output pixels x VO output channels (a float16 or
+ * float8 accumulator per pixel): each weight vector is loaded once for R pixels, each input value
+ * once for VO channels.  Weights are laid out [KH][KW][CG][OPW] (OPW = output channels rounded up
+ * to whole VO blocks, zero padded); a block of VO channels never straddles two groups.
+ *
+ * Constants: H W C CP OH OW O OP KH KW SH SW PH PW DH DW G CG OG OPW R VO VFLOAT VLOADO VSTOREO,
+ * FUSE_RELU RELU_SLOPE.
+ */
+__kernel void STAGE_KERNEL(__global const float *restrict src, __global float *restrict dst,
+                           __global const float *restrict weights,
+                           __global const float *restrict bias,
+                           const uint n_images)
+{
+    const int o0 = get_global_id(0) * VO;
+    const int p0 = get_global_id(1) * R;
+    const int total = (int)n_images * (OH * OW);
+    const int c0 = (o0 / OG) * CG;
+    int base[R], iy0[R], ix0[R];
+    VFLOAT acc[R];
+    #pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int p = min(p0 + r, total - 1);
+        const int q = p % (OH * OW);
+        iy0[r] = (q / OW) * SH - PH;
+        ix0[r] = (q % OW) * SW - PW;
+        base[r] = (p / (OH * OW)) * (H * W * CP) + c0;
+        acc[r] = (VFLOAT)(0.0f);
+    }
+    for (int ky = 0; ky < KH; ky++) {
+        for (int kx = 0; kx < KW; kx++) {
+            int offset[R];
+            float keep[R];   /* 0 where the window hangs over the padding */
+            #pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int iy = iy0[r] + ky * DH, ix = ix0[r] + kx * DW;
+                const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                offset[r] = inside ? base[r] + (iy * W + ix) * CP : 0;
+                keep[r] = inside ? 1.0f : 0.0f;
+            }
+            __global const float *w = weights + (ky * KW + kx) * (CG * OPW) + o0;
+            for (int c = 0; c < CG; c++) {
+                const VFLOAT wv = VLOADO(0, w + c * OPW);
+                #pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r] = mad((VFLOAT)(src[offset[r] + c] * keep[r]), wv, acc[r]);
+            }
+        }
+    }
+    const VFLOAT b = VLOADO(0, bias + o0);
+    #pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (p0 + r >= total)
+            break;
+        VFLOAT v = acc[r] + b;
+#if FUSE_RELU
+        v = select(v * RELU_SLOPE, v, isgreater(v, (VFLOAT)(0.0f)));
+#endif
+        __global float *out = dst + (p0 + r) * OP + o0;
+#if VO == 16
+        if (o0 + 16 <= OP)
+            vstore16(v, 0, out);
+        else
+            vstore8(v.lo, 0, out);   /* OP is a multiple of 8: the last block may be half used */
+#else
+        vstore8(v, 0, out);
+#endif
+    }
+}
