@@ -19,9 +19,10 @@ class ScaleSpec:
 
 
 def batch_norm_statistics(blobs) -> tuple:
-    """Caffe stores running sums: mean and variance are blob / scale factor (a factor of 0 means 1)."""
+    """Caffe stores running sums: mean and variance are blob * (1 / scale factor). A factor of 0 multiplies
+    by 0, as Caffe's batch_norm_layer.cpp and OpenCV do (an untrained layer: mean 0, variance 0)."""
     factor = float(blobs[2].reshape(-1)[0]) if len(blobs) > 2 else 1.0
-    factor = 1.0 / factor if factor != 0 else 1.0
+    factor = 1.0 / factor if factor != 0 else 0.0
     return blobs[0] * factor, blobs[1] * factor
 
 
@@ -37,9 +38,15 @@ def parse_scale(param, in_shapes) -> ScaleSpec:
     p = param.scale_param
     ndim = len(in_shapes[0])
     axis = p.axis + ndim if p.axis < 0 else p.axis
-    num_axes = ndim - axis if p.num_axes == -1 else p.num_axes
+    if len(in_shapes) == 2:  # factors from a second bottom: its own shape sets the axes (Caffe ignores num_axes)
+        num_axes = len(in_shapes[1])
+    else:
+        num_axes = ndim - axis if p.num_axes == -1 else p.num_axes
     if not 0 <= axis <= ndim or axis + num_axes > ndim:
-        bad(f"scale axis {p.axis} with num_axes {p.num_axes} does not fit a {ndim}-D input")
+        bad(f"scale axis {p.axis} with num_axes {num_axes} does not fit a {ndim}-D input")
+    if len(in_shapes) == 2 and tuple(in_shapes[1]) != tuple(in_shapes[0][axis:axis + num_axes]):
+        bad(f"scale factors of shape {list(in_shapes[1])} do not match the input's dimensions from axis {axis} "
+            f"({list(in_shapes[0])})")
     return ScaleSpec(axis, num_axes, p.bias_term)
 
 
@@ -58,8 +65,6 @@ def scale(spec: ScaleSpec, inputs, blobs) -> list:
     factors = inputs[1] if len(inputs) == 2 else blobs[0]
     bias = blobs[-1] if spec.bias_term else None
     view = (1,) * spec.axis + tuple(factors.shape) + (1,) * (x.ndim - spec.axis - spec.num_axes)
-    if len(inputs) == 2:
-        view = tuple(factors.shape) + (1,) * (x.ndim - factors.ndim)
     out = x * factors.reshape(view)
     if bias is not None:
         out = out + bias.reshape((1,) * spec.axis + tuple(bias.shape) + (1,) * (x.ndim - spec.axis - spec.num_axes))
