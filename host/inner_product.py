@@ -9,7 +9,7 @@ Two kinds of pruning:
   every image of the batch are skipped -- the GEMM runs on the gathered live columns only.  With the
   default threshold 0 only exact zeros (ReLU outputs) are skipped, so the result is the dense one up
   to float summation order.  Gathering costs a copy of the live weight rows, so it is used only when
-  the live fraction is below ``LIVE_FRACTION_CUTOFF``.
+  the live fraction is below a measured cut-off (``gather_pays``).
 * magnitude pruning (``weight_prune_fraction``): the smallest |w| of the layer are set to zero once,
   at construction.  The weights stay dense (BLAS has no use for unstructured zeros), so this changes
   accuracy, not speed; it models what a compressed-weight FPGA or host design would store.
@@ -24,11 +24,19 @@ import numpy as np
 
 from cnnfpga.errors import InputError, WeightsError
 
-# Gather-then-GEMM beats the dense GEMM when fewer than about a quarter of the input columns are live.
-# Measured with benchmarks/bench_host_fc.py's shapes (fc6: 9216 -> 4096, float32, OpenBLAS, 2 cores):
-# batch 1: dense 4.5 ms, live 20% 3.3 ms, live 30% 8.7 ms; batch 8: dense 11.6 ms, live 30% 11.2 ms;
-# batch 32: dense 21.6 ms, live 30% 16 ms, live 50% 25 ms.  0.25 is safe for every batch size.
-LIVE_FRACTION_CUTOFF = 0.25
+# Gather-then-GEMM beats the dense product only when few input columns are live, because copying a
+# live weight row costs more than streaming it once through BLAS.  Break-even live fractions measured
+# on fc6's shape (9216 -> 4096, float32, OpenBLAS, 2 cores, fastest of 8 interleaved runs):
+# batch 1: dense GEMV 3.6 ms; gathered 3.1 ms at 10% live, 4.1 ms at 12%  -> cut-off 0.10
+# batch 2-32: dense GEMM 11-21 ms; gathered 11 ms at 30% live (batch 2-4), 12 ms (16), 11.6 ms at
+#             20% (32)  -> cut-off 0.30 (a little conservative for large batches)
+LIVE_CUTOFF_SINGLE = 0.10
+LIVE_CUTOFF_BATCH = 0.30
+
+
+def gather_pays(live: int, columns: int, batch: int) -> bool:
+    """Is the gathered product faster than the dense one for this many live columns?"""
+    return live < (LIVE_CUTOFF_SINGLE if batch == 1 else LIVE_CUTOFF_BATCH) * columns
 
 
 @dataclass
@@ -55,8 +63,7 @@ class InnerProduct:
     """y = x W^T + b for a batch x (N, K), W (O, K) float32."""
 
     def __init__(self, weights, bias=None, prune_threshold: float | None = 0.0,
-                 weight_prune_fraction: float = 0.0, name: str = "inner product",
-                 live_cutoff: float = LIVE_FRACTION_CUTOFF):
+                 weight_prune_fraction: float = 0.0, name: str = "inner product"):
         weights = np.asarray(weights, dtype=np.float32)
         if weights.ndim != 2:
             raise WeightsError(f"{name}: weights must be (outputs, inputs), got shape {list(weights.shape)}")
@@ -75,7 +82,6 @@ class InnerProduct:
         self.weights_t = np.ascontiguousarray(weights.T)
         self.bias = bias
         self.prune_threshold = prune_threshold
-        self.live_cutoff = live_cutoff
         self.pruned_weights = self._prune_smallest(weight_prune_fraction)
         self.weight_sparsity = 1.0 - np.count_nonzero(self.weights_t) / self.weights_t.size
         self.stats = InnerProductStats()
@@ -107,7 +113,7 @@ class InnerProduct:
         live = None
         if self.prune_threshold is not None and x.shape[0]:
             live = np.flatnonzero(np.abs(x).max(axis=0) > self.prune_threshold)
-        if live is not None and len(live) < self.live_cutoff * self.num_input:
+        if live is not None and gather_pays(len(live), self.num_input, x.shape[0]):
             out = x[:, live] @ self.weights_t[live]
             self.stats.gathered_calls += 1
         else:
