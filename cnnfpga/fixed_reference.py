@@ -7,7 +7,8 @@ normally ``Fixed`` (output int64); ``Float``/``Half`` outputs (a fixed layer fee
 are float32 arrays, converted as described in ``convert_accumulator``.
 
 All sums are exact 64-bit integer sums: the functions refuse (PrecisionError) formats and data
-for which a 64-bit accumulator could overflow, so summation order never matters.
+for which an accumulator could reach 2^62 (so that requantize's rounding add cannot overflow a
+``long`` either), so summation order never matters.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from cnnfpga.reference import check_inputs
 FLOAT_LAYER = LayerPrecision(Float(), Float(), Float())
 
 INT64_MAX = (1 << 63) - 1
+ACCUMULATOR_LIMIT = 1 << 62      # |acc| below this leaves room for requantize's rounding add
 EXACT_FLOAT64 = 1 << 53          # integers below this are exact in float64, so BLAS sums are exact
 LEAKY_SLOPE_FRAC = 16             # fractional bits of the leaky-ReLU slope constant
 FACTOR_FRAC = 16                  # fractional bits of the LRN factor table entries
@@ -91,7 +93,7 @@ def conv_fixed(x_q, in_fmt: Fixed, w_q, w_fmt: Fixed, bias_acc, out_fmt, spec) -
     max_x = int(np.max(np.abs(x))) if x.size else 0
     weight_l1 = np.abs(w.reshape(o, -1)).sum(axis=1)
     bound = int(weight_l1.max(initial=0)) * max_x
-    if bound + (int(np.max(np.abs(bias))) if bias is not None and bias.size else 0) > INT64_MAX:
+    if bound + (int(np.max(np.abs(bias))) if bias is not None and bias.size else 0) >= ACCUMULATOR_LIMIT:
         raise PrecisionError(f"conv with {w_fmt} weights and {in_fmt} inputs could overflow a 64-bit "
                              f"accumulator; use fewer bits")
     exact_in_float64 = bound < EXACT_FLOAT64

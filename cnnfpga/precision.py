@@ -11,8 +11,8 @@ Formats
     Fixed(b, f)           a b-bit two's-complement integer q standing for q * 2^-f;
                           q in [-(2^(b-1)), 2^(b-1) - 1].  2 <= b <= 32, -b <= f <= 2b.
                           f may exceed b (tiny weights: 0.003 needs f ~ 15 in 8 bits) and may be
-                          negative (a step coarser than 1); beyond those limits a format only
-                          represents zero or saturates everything, so it is refused as a typo.
+                          negative (a step coarser than 1); wider ranges are refused as typos
+                          (they also push the rescaling shifts toward 64 bits).
     FixedAuto(b)          a b-bit fixed format whose fractional bits are still to be chosen
                           (from the weights or from calibration statistics); see ``resolve_precision``.
 
