@@ -21,7 +21,7 @@ from .precision import Fixed, Float, Half
 
 TEMPLATES = {"conv": "conv.cl", "pool": "pool.cl", "relu": "relu.cl", "lrn": "lrn.cl"}
 VARIANTS = ("fpga", "fast")
-FAST_ROWS = 8            # output pixels per work-item in conv_fast.cl
+FAST_ROWS = 6            # output pixels per work-item in conv_fast.cl
 HEADERS = ("channels.h", "common.h")
 CHANNEL_DEPTH = 64
 
@@ -77,6 +77,7 @@ class StageCode:
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
+    per_pixel: bool = False  # fast LRN: one work-item per output pixel
 
 
 @dataclass
@@ -125,6 +126,12 @@ def uses_fast_conv(stage: Stage) -> bool:
     p = stage.precision
     return (stage.kind == "conv" and p.weights == p.inputs == p.outputs == Float()
             and (stage.spec.group == 1 or (stage.spec.num_output // stage.spec.group) % 8 == 0))
+
+
+def uses_fast_lrn(stage: Stage) -> bool:
+    p = stage.precision
+    return (stage.kind == "lrn" and stage.spec.region == "ACROSS_CHANNELS"
+            and p.weights == p.inputs == p.outputs == Float())
 
 
 def fast_block(stage: Stage) -> int:
@@ -183,7 +190,8 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
 
     variant "fpga": every stage is a single work-item kernel streaming through channels (what aoc
     gets, and what PoCL runs with the channels emulated).  "fast": float convolutions become
-    NDRange GEMM kernels (kernels/conv_fast.cl) for CPUs and GPUs; only with emulated channels.
+    NDRange GEMM kernels (kernels/conv_fast.cl) and LRN across channels an NDRange kernel
+    (kernels/lrn_fast.cl), for CPUs and GPUs; only with emulated channels.
 
     inject: {stage index: text} puts extra text into that stage's part of the source (tests use it
     to check that a build error is traced back to its stage).
@@ -206,9 +214,13 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         fused = f" + {', '.join(stage.fused)}" if stage.fused else ""
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}) ---- */")
         fast = variant == "fast" and uses_fast_conv(stage)
+        code.per_pixel = variant == "fast" and uses_fast_lrn(stage)
         constants = fast_constants(stage) if fast else stage_constants(stage)
         if fast:
             code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], FAST_ROWS)
+            template = "conv_fast.cl"
+        else:
+            template = "lrn_fast.cl" if code.per_pixel else TEMPLATES[stage.kind]
         constants.update(
             STAGE_KERNEL=code.kernel,
             STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
@@ -218,7 +230,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         lines.append(f"#define WRITE_OUT(v) {code.source_out.write()}")
         if inject and stage.index in inject:
             lines.append(inject[stage.index])
-        lines += kernel_text("conv_fast.cl" if fast else TEMPLATES[stage.kind]).splitlines()
+        lines += kernel_text(template).splitlines()
         lines += [f"#undef {name}" for name in list(constants) + ["READ_IN", "WRITE_OUT"]]
         code.last_line = len(lines)
     return Program("\n".join(lines) + "\n", codes)

@@ -5,7 +5,8 @@
  * stages.  Work-item (b, t) computes R consecutive output pixels x VO output channels (a float16 or
  * float8 accumulator per pixel): each weight vector is loaded once for R pixels, each input value
  * once for VO channels.  Weights are laid out [KH][KW][CG][OPW] (OPW = output channels rounded up
- * to whole VO blocks, zero padded); a block of VO channels never straddles two groups.
+ * to whole VO blocks, zero padded); a block of VO channels never straddles two groups.  `zeros`
+ * holds CG zeros, read instead of the input where a window covers the padding.
  *
  * Constants: H W C CP OH OW O OP KH KW SH SW PH PW DH DW G CG OG OPW R VO VFLOAT VLOADO VSTOREO,
  * FUSE_RELU RELU_SLOPE.
@@ -13,6 +14,7 @@
 __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *restrict dst,
                            __global const float *restrict weights,
                            __global const float *restrict bias,
+                           __global const float *restrict zeros,
                            const uint n_images)
 {
     const int o0 = get_global_id(0) * VO;
@@ -32,21 +34,19 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
     }
     for (int ky = 0; ky < KH; ky++) {
         for (int kx = 0; kx < KW; kx++) {
-            int offset[R];
-            float keep[R];   /* 0 where the window hangs over the padding */
+            __global const float *x[R];   /* where the window hangs over the padding: a row of zeros */
             #pragma unroll
             for (int r = 0; r < R; r++) {
                 const int iy = iy0[r] + ky * DH, ix = ix0[r] + kx * DW;
                 const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                offset[r] = inside ? base[r] + (iy * W + ix) * CP : 0;
-                keep[r] = inside ? 1.0f : 0.0f;
+                x[r] = inside ? src + base[r] + (iy * W + ix) * CP : zeros;
             }
             __global const float *w = weights + (ky * KW + kx) * (CG * OPW) + o0;
             for (int c = 0; c < CG; c++) {
                 const VFLOAT wv = VLOADO(0, w + c * OPW);
                 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    acc[r] = mad((VFLOAT)(src[offset[r] + c] * keep[r]), wv, acc[r]);
+                    acc[r] = mad((VFLOAT)(x[r][c]), wv, acc[r]);
             }
         }
     }

@@ -108,8 +108,10 @@ def test_fast_variant_matches_reference(stage_run):
     net = DeviceNet(graph, variant="fast")
     fast = {code.stage.name for code in net.program_code.stages if code.ndrange}
     assert fast >= set(CONVS) - {"conv_group2", "conv_group3"} | {"conv_relu"}
+    assert {code.stage.name for code in net.program_code.stages if code.per_pixel} == {"lrn_across", "lrn_across_3",
+                                                                                        "chain_lrn"}
     got = net.forward({"data": x})
-    for name in list(CONVS) + ["conv_relu", "chain_conv2"]:
+    for name in list(CONVS) + list(LRNS) + ["conv_relu", "chain_conv2"]:
         assert relative_error(got[name], want[name]) < 1e-5, name
 
 

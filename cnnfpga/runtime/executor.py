@@ -1,8 +1,13 @@
 """DeviceNet: runs a Plan -- device segments through OpenCL, host layers on the CPU."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyopencl as cl
+
+from cnnfpga.host.inner_product import InnerProduct
+from cnnfpga.host.softmax import softmax
 
 from .. import codegen
 from ..errors import DeviceError
@@ -67,9 +72,14 @@ class DeviceNet:
         self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
         self.codes = {code.stage.index: code for code in self.program_code.stages}
         self.stage_args = {stage.index: self._stage_args(stage) for stage in self.plan.stages}
-        self.host_layers = {}
-        self.prune_threshold = prune_threshold
+        self.inner_products = {step.layer.name: InnerProduct.from_layer(step.layer, prune_threshold=prune_threshold)
+                               for step in self.plan.steps
+                               if isinstance(step, HostStep) and step.layer.type == "InnerProduct"
+                               and step.layer.spec.axis == 1}
+        last_segment = max((i for i, step in enumerate(self.plan.steps) if isinstance(step, Segment)), default=-1)
+        self.head, self.tail = self.plan.steps[:last_segment + 1], self.plan.steps[last_segment + 1:]
         self.stage_seconds = {stage.index: 0.0 for stage in self.plan.stages}
+        self.buffers = {}
 
     def _describe_line(self, line: int):
         code = self.program_code.stage_at_line(line)
@@ -88,31 +98,62 @@ class DeviceNet:
             weights = weights.astype(np.float16).astype(np.float32)
             bias = bias.astype(np.float16).astype(np.float32)
         flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
-        return [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+        args = [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+        if self.codes[stage.index].ndrange:   # what the fast conv reads where its window covers padding
+            zeros = np.zeros(stage.in_shape[1] // stage.spec.group, np.float32)
+            args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
+        return args
 
     # -- running ------------------------------------------------------------------------------------
     def forward(self, inputs: dict) -> dict:
         """Run the net on a batch; returns every blob that was materialised, by Caffe name."""
-        values = dict(check_inputs(self.graph, inputs))
-        for step in self.plan.steps:
+        return self._finish(self._run(self.tail, self._run(self.head, dict(check_inputs(self.graph, inputs)))))
+
+    def forward_stream(self, batches):
+        """Run a sequence of input dicts, yielding each one's blobs in order.  The host layers after
+        the last device segment (the inner products) of batch k run in a thread while the device
+        works on batch k+1; each batch still reaches every inner product in one GEMM."""
+        with ThreadPoolExecutor(max_workers=1) as host:
+            pending = None
+            for inputs in batches:
+                values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
+                if pending is not None:
+                    yield self._finish(pending.result())
+                pending = host.submit(self._run, self.tail, values)
+            if pending is not None:
+                yield self._finish(pending.result())
+
+    def _run(self, steps, values: dict) -> dict:
+        for step in steps:
             if isinstance(step, Segment):
                 values[step.sink] = self.run_segment(step, values[step.source])
             else:
                 outputs = self.run_host(step, [values[k] for k in step.inputs])
                 values.update(zip(step.outputs, outputs))
+        return values
+
+    def _finish(self, values: dict) -> dict:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
+
+    def _port_buffers(self, segment: Segment, n: int) -> dict:
+        """The DDR input, the channels (emulated: buffers holding the whole stream) and the DDR output
+        of a segment for n images; allocated once per segment and batch size."""
+        key = (id(segment), n)
+        if key not in self.buffers:
+            first = self.codes[segment.stages[0].index].source_in
+            ports = [(first, segment.stages[0].in_shape)]
+            ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
+            self.buffers[key] = {
+                port.name: cl.Buffer(self.context, cl.mem_flags.READ_WRITE,
+                                     n * h * w * padded(c) * np.dtype(STREAM_DTYPE[port.tag]).itemsize)
+                for port, (_, c, h, w) in ports}
+        return self.buffers[key]
 
     def run_segment(self, segment: Segment, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
-        flags = cl.mem_flags
-        port_buffers = {first.source_in.name: cl.Buffer(self.context, flags.READ_ONLY | flags.COPY_HOST_PTR,
-                                                        hostbuf=to_stream(x, first.source_in.tag))}
-        for stage in segment.stages:
-            port = self.codes[stage.index].source_out
-            _, c, h, w = stage.out_shape
-            size = n * h * w * padded(c) * np.dtype(STREAM_DTYPE[port.tag]).itemsize
-            port_buffers[port.name] = cl.Buffer(self.context, flags.READ_WRITE, size)
+        port_buffers = self._port_buffers(segment, n)
+        cl.enqueue_copy(self.queue, port_buffers[first.source_in.name], to_stream(x, first.source_in.tag))
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
@@ -126,6 +167,8 @@ class DeviceNet:
                 # one work-item per work-group: each already holds a register tile, and PoCL's own
                 # vectorisation across work-items only gets in the way of the float16 arithmetic
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (blocks, -(-pixels // rows)), (1, 1))
+            elif code.per_pixel:
+                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), None)
             else:
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))
             events.append((stage.index, event))
@@ -137,5 +180,10 @@ class DeviceNet:
         return from_stream(out, c)
 
     def run_host(self, step: HostStep, inputs: list) -> list:
+        """Inner products and softmax through cnnfpga.host, anything else through the float reference."""
         layer = step.layer
+        if layer.name in self.inner_products:
+            return [self.inner_products[layer.name].forward(inputs[0])]
+        if layer.type == "Softmax":
+            return [softmax(inputs[0], axis=layer.spec.axis)]
         return REGISTRY[layer.type].reference(layer.spec, inputs, layer.blobs)
