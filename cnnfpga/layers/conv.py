@@ -95,8 +95,10 @@ def reference(spec: ConvSpec, inputs, blobs) -> list:
         if pointwise:  # a 1x1 convolution is a plain matrix product, no patches needed
             out[:, g * group_out:(g + 1) * group_out] = np.matmul(wg, xg.reshape(n, group_in, h * w))
         else:
-            cols = im2col(xg, spec, oh, ow)
-            out[:, g * group_out:(g + 1) * group_out] = np.matmul(cols, wg.T).transpose(0, 2, 1)
+            # One GEMM over every image's patches: numpy's stacked matmul would run one smaller GEMM per
+            # image, 2-3x slower for AlexNet conv1/conv2 at batch 10.
+            products = im2col(xg, spec, oh, ow).reshape(n * oh * ow, -1) @ wg.T
+            out[:, g * group_out:(g + 1) * group_out] = products.reshape(n, oh * ow, group_out).transpose(0, 2, 1)
     if spec.bias_term:
         out += blobs[1].reshape(1, -1, 1)
     return [out.reshape(n, spec.num_output, oh, ow)]
