@@ -93,6 +93,11 @@ def test_vgg16_as_stored_is_refused_before_allocating():
     tracemalloc.stop()
     assert VGG16_FILE in str(error.value) and "GiB" in str(error.value)
     assert elapsed < 2.0 and peak < 64 * 2**20
+    # its shapes are still there for planning: a graph without weights
+    shapes_only = load_graph(path, fill=False)
+    assert shapes_only.shapes["pool5"] == (10, 512, 219, 219) and shapes_only.shapes["fc6"] == (10, 4096)
+    assert shapes_only.layer("fc6").params == 512 * 219 * 219 * 4096 + 4096
+    assert all(not layer.blobs for layer in shapes_only.layers)
 
 
 def test_vgg16_as_stored_conv_part_matches_opencv(tmp_path, filler_caffemodel):
