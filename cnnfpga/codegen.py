@@ -16,10 +16,13 @@ import re
 
 import numpy as np
 
+from .errors import PrecisionError
+from .fixed_reference import FACTOR_FRAC, LEAKY_SLOPE_FRAC, leaky_slope_constant
 from .partition import WORD, Plan, Segment, Stage, padded
-from .precision import Fixed, Float, Half
+from .precision import MAX_SHIFT, Fixed, Float, Half
 
 TEMPLATES = {"conv": "conv.cl", "pool": "pool.cl", "relu": "relu.cl", "lrn": "lrn.cl"}
+FIXED_TEMPLATES = {"conv": "conv_fixed.cl", "pool": "pool_fixed.cl", "relu": "relu_fixed.cl", "lrn": "lrn_fixed.cl"}
 VARIANTS = ("fpga", "fast")
 FAST_ROWS = 6            # output pixels per work-item in conv_fast.cl
 HEADERS = ("channels.h", "common.h")
@@ -64,8 +67,8 @@ class Port:
     def read(self) -> str:
         return f"READ_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name})"
 
-    def write(self) -> str:
-        return f"WRITE_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name}, v)"
+    def write(self, value: str = "v") -> str:
+        return f"WRITE_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name}, {value})"
 
 
 @dataclass
@@ -160,6 +163,69 @@ def fast_conv_weight_layout(stage: Stage) -> tuple:
     return w, b
 
 
+def is_fixed(stage: Stage) -> bool:
+    """Stages whose input is fixed point run the integer templates (kernels/*_fixed.cl)."""
+    return isinstance(stage.precision.inputs, Fixed)
+
+
+def accumulator_frac(stage: Stage) -> int:
+    """Fractional bits of a fixed stage's wide result before CONVERT_OUT."""
+    p = stage.precision
+    if stage.kind == "conv":
+        if not isinstance(p.weights, Fixed):
+            raise PrecisionError(f"{stage.layer.where}: a fixed-point convolution needs fixed-point weights, "
+                                 f"got {p.weights}")
+        return p.weights.frac_bits + p.inputs.frac_bits
+    if stage.kind == "lrn":
+        return p.inputs.frac_bits + FACTOR_FRAC
+    if stage.kind == "relu" and not relu_passes(stage):
+        return p.inputs.frac_bits + LEAKY_SLOPE_FRAC
+    return p.inputs.frac_bits
+
+
+def relu_passes(stage: Stage) -> bool:
+    return stage.spec.negative_slope == 0 and stage.precision.outputs == stage.precision.inputs
+
+
+def long_literal(value: int) -> str:
+    # -2^63 has no literal of its own in C; the formats here stay within 32 bits
+    return f"({value}L)"
+
+
+def output_constants(stage: Stage, fixed: bool) -> dict:
+    """How a stage turns its results into its output format (kernels/common.h has the helpers)."""
+    out = stage.precision.outputs
+    d = {}
+    if isinstance(out, Fixed):
+        d.update(OUT_FRAC=out.frac_bits, QMIN=long_literal(out.qmin), QMAX=long_literal(out.qmax))
+    if not fixed:
+        return d
+    acc_frac = accumulator_frac(stage)
+    d["ACC_FRAC"] = acc_frac
+    if isinstance(out, Fixed):
+        shift = acc_frac - out.frac_bits
+        if abs(shift) > MAX_SHIFT:
+            raise PrecisionError(f"{stage.layer.where}: rescaling from {acc_frac} to {out.frac_bits} fractional "
+                                 f"bits needs a {abs(shift)}-bit shift (at most {MAX_SHIFT}); choose closer formats")
+        d.update(OUT_T="int", CONVERT_OUT="(a) ((int)fx_requantize((a), ACC_FRAC - OUT_FRAC, QMIN, QMAX, &saturated))")
+    else:
+        d.update(OUT_T="float", CONVERT_OUT="(a) ldexp(convert_float(a), -(ACC_FRAC))")
+    return d
+
+
+def fixed_constants(stage: Stage) -> dict:
+    d = stage_constants(stage)
+    if stage.kind == "conv":
+        ci = d["CI"]
+        d.update(CI_LONG="long" if ci == 1 else f"long{ci}",
+                 CI_CONVERT_LONG="(long)" if ci == 1 else f"convert_long{ci}")
+        del d["CI_FLOAT"], d["RELU_SLOPE"]
+    if stage.kind == "relu":
+        d.update(RELU_PASS=int(relu_passes(stage)), SLOPE_Q=long_literal(leaky_slope_constant(stage.spec.negative_slope)))
+        del d["RELU_SLOPE"]
+    return d
+
+
 def conv_weight_layout(stage: Stage) -> tuple:
     """(weights [OP][KH][KW][CGP], bias [OP]) as the conv template reads them, zero padded."""
     consts = stage_constants(stage)
@@ -215,19 +281,30 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}) ---- */")
         fast = variant == "fast" and uses_fast_conv(stage)
         code.per_pixel = variant == "fast" and uses_fast_lrn(stage)
-        constants = fast_constants(stage) if fast else stage_constants(stage)
+        fixed = is_fixed(stage)
         if fast:
+            constants = fast_constants(stage)
             code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], FAST_ROWS)
             template = "conv_fast.cl"
+        elif fixed:
+            constants = fixed_constants(stage)
+            template = FIXED_TEMPLATES[stage.kind]
         else:
+            constants = stage_constants(stage)
             template = "lrn_fast.cl" if code.per_pixel else TEMPLATES[stage.kind]
+        constants.update(output_constants(stage, fixed), SAT_SLOT=stage.index)
+        if not fixed and code.source_out.tag == "I32":   # a float stage feeding a fixed one quantises
+            write = code.source_out.write("fx_quantize8((v), OUT_FRAC, QMIN, QMAX, &saturated)")
+        else:
+            write = code.source_out.write()
         constants.update(
             STAGE_KERNEL=code.kernel,
             STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
             STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
-        lines += [f"#define {name} {value}" for name, value in constants.items()]
+        lines += [f"#define {name}{value}" if str(value).startswith("(a)") else f"#define {name} {value}"
+                  for name, value in constants.items()]
         lines.append(f"#define READ_IN() {code.source_in.read()}")
-        lines.append(f"#define WRITE_OUT(v) {code.source_out.write()}")
+        lines.append(f"#define WRITE_OUT(v) {write}")
         if inject and stage.index in inject:
             lines.append(inject[stage.index])
         lines += kernel_text(template).splitlines()

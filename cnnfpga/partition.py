@@ -15,13 +15,14 @@ Rules:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import NetDefinitionError, PrecisionError
+from .errors import NetDefinitionError
 from .layers.normalization import batch_norm_statistics
-from .precision import Fixed, Float, Half, LayerPrecision
+from .precision import Fixed, Float, LayerPrecision, resolve_precision
 
 DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU")
 STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu"}
@@ -212,34 +213,63 @@ def device_refusal(layer, precision: LayerPrecision):
     """Why this layer cannot become a device stage (None if it can)."""
     if layer.type not in DEVICE_TYPES:
         return "no device kernel"
-    if len(layer.in_shapes[0]) != 4 or len(layer.bottoms) != 1 or len(layer.tops) != 1:
-        return "not a 4-D single-input layer"
+    if len(layer.bottoms) != 1 or len(layer.tops) != 1:
+        return "not a single-input layer"
+    # a ReLU after an inner product runs on the device only where its rounding matters (half,
+    # fixed point: the golden model stores its output in that format); in float the host does it
+    if len(layer.in_shapes[0]) != 4 and (layer.type != "ReLU" or precision == FLOAT):
+        return "not a 4-D input"
     return None
 
 
-def resolve_layer_precisions(graph, precision) -> dict:
-    """{layer name: LayerPrecision} from "float" / "half" / an already resolved mapping."""
-    names = [layer.name for layer in graph.layers]
-    if precision is None or precision == "float":
-        return {name: FLOAT for name in names}
-    if precision == "half":
-        half = LayerPrecision(Half(), Half(), Half())
-        return {name: half for name in names}
-    if isinstance(precision, dict) and all(isinstance(v, LayerPrecision) for v in precision.values()):
-        return {name: precision.get(name, FLOAT) for name in names}
-    raise PrecisionError(f"{graph.path}: precision {precision!r} must be 'float', 'half' or a resolved "
-                         "{layer: LayerPrecision} mapping (cnnfpga.precision.resolve_precision makes one)")
+def as_4d(shape) -> tuple:
+    """An element-wise layer's blob of any rank as (N, C, rest, 1)."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        return shape
+    rest = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return (shape[0], shape[1] if len(shape) > 1 else 1, rest, 1)
+
+
+def resolve_layer_precisions(graph, precision, stats: dict = None) -> dict:
+    """{layer name: LayerPrecision} for every layer (host layers float).
+
+    precision: anything cnnfpga.precision.resolve_precision takes ("float", "half", "fixed16",
+    "fixed8.4", {layer: form, "*": default}, a JSON path), or its result.  stats: calibration
+    statistics for fixed formats whose fractional bits are to be chosen.
+    """
+    if precision is None:
+        precision = "float"
+    if isinstance(precision, Mapping) and precision and all(isinstance(v, LayerPrecision) for v in precision.values()):
+        resolved = dict(precision)
+    else:
+        resolved = resolve_precision(graph, precision, stats)
+    return {layer.name: resolved.get(layer.name, FLOAT) for layer in graph.layers}
+
+
+def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
+    """A ReLU joins the conv stage before it when the result is the same as running it alone."""
+    p = stage.precision
+    if stage.kind != "conv" or stage.relu_slope is not None:
+        return False
+    if isinstance(p.inputs, Fixed):   # the integer conv applies max(., 0) to its converted output
+        return (relu.spec.negative_slope == 0
+                and relu_precision.inputs == relu_precision.outputs == p.outputs)
+    if any(isinstance(f, Fixed) for f in (p.weights, p.outputs)):
+        return False                  # a float conv quantising its output: the ReLU would come too late
+    return relu_precision == p
 
 
 # ------------------------------------------------------------------------------------- partition
 
-def partition(graph, precision="float", parallelism: dict = None) -> Plan:
+def partition(graph, precision="float", parallelism: dict = None, stats: dict = None) -> Plan:
     """Split `graph` into device segments and host steps.
 
-    precision: "float", "half", or {layer name: LayerPrecision} (layers not named are float).
+    precision: a precision setting or {layer name: LayerPrecision} (see resolve_layer_precisions).
     parallelism: optional {conv layer name: (ci, co)} overriding the defaults.
+    stats: calibration statistics ({blob: max |x|}) for fixed formats.
     """
-    precisions = resolve_layer_precisions(graph, precision)
+    precisions = resolve_layer_precisions(graph, precision, stats)
     parallelism = parallelism or {}
     nodes, names, final = versioned_nodes(graph)
     readers = {}
@@ -273,15 +303,15 @@ def partition(graph, precision="float", parallelism: dict = None) -> Plan:
         # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
         if layer.type == "ReLU" and streamable(source):
             last = open_segments[source].stages[-1]
-            if last.kind == "conv" and last.relu_slope is None and precisions[layer.name] == last.precision:
+            if can_fuse_relu(last, layer, precisions[layer.name]):
                 last.relu_slope = float(layer.spec.negative_slope)
                 last.fused.append(layer.name)
                 segment = open_segments.pop(source)
                 segment.sink = sink
                 open_segments[sink] = segment
                 continue
-        stage = Stage(stages_made, STAGE_KIND[layer.type], layer, tuple(layer.in_shapes[0]),
-                      tuple(layer.out_shapes[0]), lp)
+        stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[0]),
+                      as_4d(layer.out_shapes[0]), lp)
         if stage.kind == "conv":
             stage.ci, stage.co = parallelism.get(layer.name, default_parallelism(layer))
             check_parallelism(layer, stage.ci, stage.co)

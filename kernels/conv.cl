@@ -16,9 +16,10 @@ SINGLE_WORK_ITEM
 __kernel void STAGE_KERNEL(STAGE_PARAMS
                            __global const float *restrict weights,
                            __global const float *restrict bias,
-                           const uint n_images)
+                           __global ulong *restrict saturation, const uint n_images)
 {
     STAGE_CURSORS
+    ulong saturated = 0;   /* values a fixed-point output saturated (mixed precision) */
     __local float line[LB_ROWS * W * CP];
     for (uint n = 0; n < n_images; n++) {
         int next_row = 0;
@@ -74,4 +75,5 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
             for (int i = 0; i < W * CP / 8; i++)
                 (void)READ_IN();
     }
+    saturation[SAT_SLOT] += saturated;
 }

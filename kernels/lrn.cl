@@ -9,9 +9,10 @@
  * Constants: H W C CP CV, LRN_N, LRN_HALF = (N-1)/2, LRN_ALPHA, LRN_BETA, LRN_K, LRN_ACROSS.
  */
 SINGLE_WORK_ITEM
-__kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
+__kernel void STAGE_KERNEL(STAGE_PARAMS __global ulong *restrict saturation, const uint n_images)
 {
     STAGE_CURSORS
+    ulong saturated = 0;   /* values a fixed-point output saturated (mixed precision) */
 #if LRN_ACROSS
     /* squares of one pixel's channels with LRN_HALF zeros on each side, so that the window sum of
        a whole stream word is LRN_N shifted vector loads */
@@ -54,4 +55,5 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
         }
     }
 #endif
+    saturation[SAT_SLOT] += saturated;
 }

@@ -9,9 +9,10 @@
  * Constants: H W CV (input words per pixel = CP/8), OH OW, KH KW SH SW PH PW, POOL_MAX (1 = MAX, 0 = AVE).
  */
 SINGLE_WORK_ITEM
-__kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
+__kernel void STAGE_KERNEL(STAGE_PARAMS __global ulong *restrict saturation, const uint n_images)
 {
     STAGE_CURSORS
+    ulong saturated = 0;   /* values a fixed-point output saturated (mixed precision) */
     __local float8 line[KH * W * CV];
     for (uint n = 0; n < n_images; n++) {
         int next_row = 0;
@@ -54,4 +55,5 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS const uint n_images)
             for (int i = 0; i < W * CV; i++)
                 (void)READ_IN();
     }
+    saturation[SAT_SLOT] += saturated;
 }

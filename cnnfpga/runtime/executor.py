@@ -12,34 +12,58 @@ from cnnfpga.host.softmax import softmax
 from .. import codegen
 from ..errors import DeviceError
 from ..layers import REGISTRY
+from ..fixed_reference import lrn_factor_table
 from ..partition import HostStep, Segment, padded, partition
-from ..precision import Fixed, Half
+from ..precision import (Fixed, Half, calibrate, dequantize, load_calibration, quantize, quantize_accumulator,
+                         round_half)
 from ..reference import check_inputs
 from .device import build_program, is_fpga, select_device
 
 STREAM_DTYPE = {"F32": np.float32, "F16": np.float16, "I32": np.int32}
 
 
-def to_stream(x: np.ndarray, tag: str) -> np.ndarray:
-    """(N, C, H, W) float32 -> the stream layout (N, H, W, C padded to whole words) in `tag`'s dtype."""
+def to_stream(x: np.ndarray, fmt, tag: str) -> tuple:
+    """(N, C, H, W) float32 -> (the stream layout (N, H, W, C padded to whole words) in `fmt`,
+    values that saturated).  The host converts into the first stage's input format as the golden
+    model does: float16 rounds to nearest even (as vstore_half_rte), fixed point through quantize."""
     n, c, h, w = x.shape
     out = np.zeros((n, h, w, padded(c)), STREAM_DTYPE[tag])
-    out[..., :c] = x.transpose(0, 2, 3, 1)   # float16 conversion rounds to nearest even, as vstore_half_rte
-    return out
+    saturated = 0
+    values = x.transpose(0, 2, 3, 1)
+    if isinstance(fmt, Fixed):
+        values, saturated = quantize(values, fmt)
+    out[..., :c] = values
+    return out, saturated
 
 
-def from_stream(s: np.ndarray, channels: int) -> np.ndarray:
-    """The stream layout back to (N, C, H, W) float32."""
-    return np.ascontiguousarray(s[..., :channels].transpose(0, 3, 1, 2), dtype=np.float32)
+def from_stream(s: np.ndarray, channels: int, fmt) -> np.ndarray:
+    """The stream layout back to (N, C, H, W) float32 (fixed point dequantised, exactly)."""
+    values = s[..., :channels].transpose(0, 3, 1, 2)
+    if isinstance(fmt, Fixed):
+        values = dequantize(values, fmt)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def calibration_statistics(graph, calibration):
+    """None, a JSON file of statistics, a {blob: level} mapping, or input batches to run -> stats."""
+    if calibration is None:
+        return None
+    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
+        return load_calibration(calibration)
+    if isinstance(calibration, dict) and all(np.isscalar(v) for v in calibration.values()):
+        return {name: float(v) for name, v in calibration.items()}
+    return calibrate(graph, calibration)
 
 
 class DeviceNet:
     """A Graph run the FPGA way: conv / pool / ReLU / LRN stages as OpenCL kernels, the rest on the host.
 
     graph:      a cnnfpga.graph.Graph (weights attached)
-    precision:  "float", "half", or {layer name: LayerPrecision} already resolved
+    precision:  a setting ("float", "half", "fixed16", "fixed8.4", {layer: form, "*": default}, a JSON
+                path) or {layer name: LayerPrecision} already resolved (cnnfpga.precision.resolve_precision)
     device:     platform/device name substring or "P:D"; default $CNNFPGA_DEVICE, then an Intel FPGA, then any
-    calibration: not used by float/half
+    calibration: for fixed formats with automatic fractional bits: input batches to run through the
+                golden model, a {blob: max |x|} mapping, or a JSON file of those; None: defaults
     bitstream:  an aoc-built .aocx for an FPGA (required there: aoc compiles offline)
     prune_threshold: passed to the host inner products
     parallelism: {conv layer name: (ci, co)} overriding the defaults
@@ -52,7 +76,7 @@ class DeviceNet:
                  prune_threshold: float = 0.0, parallelism: dict = None, variant: str = "fpga",
                  inject: dict = None):
         self.graph = graph
-        self.plan = partition(graph, precision, parallelism)
+        self.plan = partition(graph, precision, parallelism, calibration_statistics(graph, calibration))
         self.device = select_device(device)
         self.context = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
@@ -71,6 +95,11 @@ class DeviceNet:
                                      self._describe_line, bitstream)
         self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
         self.codes = {code.stage.index: code for code in self.program_code.stages}
+        # saturated values per stage: the kernels count theirs in this buffer, the host its own
+        # conversions (weights, a segment's input) in host_saturation
+        self.host_saturation = {stage.index: 0 for stage in self.plan.stages}
+        self.saturation_buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
+                                           hostbuf=np.zeros(max(1, len(self.plan.stages)), np.uint64))
         self.stage_args = {stage.index: self._stage_args(stage) for stage in self.plan.stages}
         self.inner_products = {step.layer.name: InnerProduct.from_layer(step.layer, prune_threshold=prune_threshold)
                                for step in self.plan.steps
@@ -88,21 +117,35 @@ class DeviceNet:
         return f"stage {code.stage.index} '{code.stage.name}' at {code.stage.layer.where}"
 
     def _stage_args(self, stage) -> list:
-        if stage.kind != "conv":
-            return []
-        if self.codes[stage.index].ndrange:
-            weights, bias = codegen.fast_conv_weight_layout(stage)
-        else:
-            weights, bias = codegen.conv_weight_layout(stage)
-        if isinstance(stage.precision.weights, Half):
-            weights = weights.astype(np.float16).astype(np.float32)
-            bias = bias.astype(np.float16).astype(np.float32)
+        """The kernel arguments after the two ports and before n_images."""
+        code = self.codes[stage.index]
         flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
-        args = [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
-        if self.codes[stage.index].ndrange:   # what the fast conv reads where its window covers padding
-            zeros = np.zeros(stage.in_shape[1] // stage.spec.group, np.float32)
-            args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
+        args = []
+        if stage.kind == "conv":
+            weights, bias = (codegen.fast_conv_weight_layout if code.ndrange else codegen.conv_weight_layout)(stage)
+            p = stage.precision
+            if codegen.is_fixed(stage):
+                weights, saturated = quantize(weights, p.weights)
+                self.host_saturation[stage.index] += saturated
+                weights = weights.astype(np.int32)
+                bias = quantize_accumulator(bias, p.weights.frac_bits + p.inputs.frac_bits)
+            elif isinstance(p.weights, Half):   # fp16 weights, float arithmetic
+                weights, bias = round_half(weights), round_half(bias)
+            args += [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+            if code.ndrange:   # what the fast conv reads where its window covers padding
+                zeros = np.zeros(stage.in_shape[1] // stage.spec.group, np.float32)
+                args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
+        if stage.kind == "lrn" and codegen.is_fixed(stage):
+            args.append(cl.Buffer(self.context, flags, hostbuf=lrn_factor_table(stage.spec, stage.precision.inputs)))
+        if not (code.ndrange or code.per_pixel):
+            args.append(self.saturation_buffer)
         return args
+
+    def saturation(self) -> dict:
+        """{layer name: values saturated so far} for every device stage (fixed-point outputs)."""
+        counts = np.empty(max(1, len(self.plan.stages)), np.uint64)
+        cl.enqueue_copy(self.queue, counts, self.saturation_buffer)
+        return {stage.name: int(counts[stage.index]) + self.host_saturation[stage.index] for stage in self.plan.stages}
 
     # -- running ------------------------------------------------------------------------------------
     def forward(self, inputs: dict) -> dict:
@@ -151,9 +194,13 @@ class DeviceNet:
 
     def run_segment(self, segment: Segment, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
+        x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
         port_buffers = self._port_buffers(segment, n)
-        cl.enqueue_copy(self.queue, port_buffers[first.source_in.name], to_stream(x, first.source_in.tag))
+        first_stage = segment.stages[0]
+        stream, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
+        self.host_saturation[first_stage.index] += saturated
+        cl.enqueue_copy(self.queue, port_buffers[first.source_in.name], stream)
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
@@ -177,7 +224,8 @@ class DeviceNet:
         cl.enqueue_copy(self.queue, out, port_buffers[last.source_out.name])
         for index, event in events:
             self.stage_seconds[index] += (event.profile.end - event.profile.start) * 1e-9
-        return from_stream(out, c)
+        result = from_stream(out, c, segment.stages[-1].precision.outputs)
+        return result.reshape((n,) + tuple(segment.stages[-1].layer.out_shapes[0][1:]))
 
     def run_host(self, step: HostStep, inputs: list) -> list:
         """Inner products and softmax through cnnfpga.host, anything else through the float reference."""
