@@ -122,3 +122,46 @@ def test_parallelism_does_not_change_results(stage_run):
     got = net.forward({"data": x})
     for name in ("conv_plain", "conv_rect", "conv_group2"):
         np.testing.assert_allclose(got[name], default[name], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- half, fixed point
+
+@pytest.fixture(scope="module")
+def stage_graph(stage_run):
+    return stage_run[0]
+
+
+def test_half_stages_within_one_rounding_of_the_half_golden_model(stage_graph):
+    from cnnfpga.fixed_reference import forward_fixed
+    from cnnfpga.precision import resolve_precision
+    x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
+    net = DeviceNet(stage_graph, precision="half")
+    assert all(code.source_out.tag == "F16" for code in net.program_code.stages)
+    got = net.forward({"data": x})
+    want = forward_fixed(stage_graph, {"data": x}, resolve_precision(stage_graph, "half")).blobs
+    for name in list(CONVS) + list(POOLS) + list(LRNS) + ["relu_leaky", "conv_relu", "chain_conv2"]:
+        # float sums in another order may land on the other side of an fp16 rounding: one unit
+        scale = np.abs(want[name]).max()
+        assert np.abs(got[name] - want[name]).max() <= 2.0 ** -10 * scale, name
+
+
+@pytest.mark.parametrize("setting", ["fixed16", "fixed6.4"])
+def test_fixed_stages_are_bit_exact_and_count_saturation(stage_graph, setting):
+    from cnnfpga.fixed_reference import forward_fixed
+    from cnnfpga.precision import calibrate, resolve_precision
+    x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
+    stats = calibrate(stage_graph, {"data": x})
+    net = DeviceNet(stage_graph, precision=setting, calibration=stats)
+    assert all(code.source_in.tag == "I32" for code in net.program_code.stages)
+    got = net.forward({"data": x})
+    golden = forward_fixed(stage_graph, {"data": x}, resolve_precision(stage_graph, setting, stats))
+    for name in list(CONVS) + list(POOLS) + list(LRNS) + ["relu_leaky", "conv_relu", "chain_conv2"]:
+        np.testing.assert_array_equal(got[name], golden.blobs[name], err_msg=name)
+    counts = net.saturation()
+    assert counts == {name: golden.saturation[name] for name in counts}
+    if setting == "fixed6.4":   # +-2 in steps of 1/16: normal inputs and outputs overflow it
+        assert sum(counts.values()) > 0
+    else:
+        assert sum(counts.values()) == 0
+    # a leaky ReLU in fixed point does not fuse: it needs its own rescaling
+    assert "relu_fused" in {stage.name for stage in net.plan.stages}

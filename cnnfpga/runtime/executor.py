@@ -44,6 +44,23 @@ def from_stream(s: np.ndarray, channels: int, fmt) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
+HALF_UNIT_ROUNDOFF = 2.0 ** -11   # fp16 keeps 11 significant bits; round to nearest even
+
+
+def half_error_bound(plan) -> float:
+    """The documented error of a half-precision plan, as max |out - float ref| / max |float ref|.
+
+    Half stores every value between stages in fp16 (vstore_half_rte: relative error <= 2^-11) and
+    rounds the weights and biases to fp16 (<= 2^-11 of each product, so <= 2^-11 of sum |w x|);
+    arithmetic is float32.  The segment input is rounded once.  To first order these relative
+    errors add up along the net: at most (1 + 2 * half stages) * 2^-11.  This assumes the layers do
+    not amplify relative error (ReLU, pooling and LRN do not; a convolution can where its outputs
+    cancel, which random and trained weights rarely do at the scale of a blob's maximum).
+    """
+    stages = sum(isinstance(stage.precision.outputs, Half) for stage in plan.stages)
+    return (1 + 2 * stages) * HALF_UNIT_ROUNDOFF
+
+
 def calibration_statistics(graph, calibration):
     """None, a JSON file of statistics, a {blob: level} mapping, or input batches to run -> stats."""
     if calibration is None:
