@@ -93,6 +93,18 @@ def test_trained_lenet_classifies_like_the_golden_model():
     assert (got.argmax(1) == want.argmax(1)).all()
 
 
+def test_stream_overlaps_host_layers_and_gives_the_same_results():
+    graph = quiet_load(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
+    net = DeviceNet(graph)
+    assert [step.layer.type for step in net.tail] == ["InnerProduct", "InnerProduct", "Softmax"]
+    batches = [random_inputs(graph, seed) for seed in range(3)]
+    streamed = list(net.forward_stream(iter(batches)))
+    assert len(streamed) == 3
+    for batch, result in zip(batches, streamed):
+        np.testing.assert_array_equal(result["prob"], net.forward(batch)["prob"])
+    assert net.inner_products["ip1"].stats.calls == 6   # one GEMM per batch, whole batch at once
+
+
 # ------------------------------------------------------------------------------- half, fixed point
 
 @pytest.mark.parametrize("name", ["lenet", "cifar10_full", pytest.param("alexnet", marks=pytest.mark.slow)])
