@@ -130,8 +130,9 @@ class Plan:
             for k, stage in enumerate(step.stages):
                 streams = "from DDR" if k == 0 else "streamed"
                 parallel = f"ci={stage.ci} co={stage.co}" if stage.kind == "conv" else "8 ch/word"
-                rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})",
-                             precision_label(stage.precision), parallel, str(list(stage.out_shape))))
+                label = precision_label(stage.precision, has_weights=stage.kind == "conv")
+                rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})", label, parallel,
+                             str(list(stage.out_shape))))
                 for fused in stage.fused:
                     rows.append((fused, "", f"  fused into stage {stage.index}", "", "", ""))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -143,10 +144,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def precision_label(p: LayerPrecision) -> str:
-    if p.weights == p.inputs == p.outputs:
-        return str(p.weights)
-    return f"w {p.weights} in {p.inputs} out {p.outputs}"
+def precision_label(p: LayerPrecision, has_weights: bool) -> str:
+    """One format when all that matter agree, else "w .. in .. out ..".  Weightless layers carry
+    their input format in `weights` (cnnfpga.precision), which says nothing, so it is left out."""
+    shown = ([("w", p.weights)] if has_weights else []) + [("in", p.inputs), ("out", p.outputs)]
+    if len({fmt for _, fmt in shown}) == 1:
+        return str(p.inputs)
+    return " ".join(f"{label} {fmt}" for label, fmt in shown)
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -120,3 +120,14 @@ def test_half_precision_plan_and_bad_setting():
     assert "half" in partition(graph, "half").describe()
     with pytest.raises(PrecisionError):
         partition(graph, "double")
+
+
+def test_describe_shows_weight_formats_only_for_convolutions():
+    graph = quiet_load("cifar10_quick", "cifar10_quick.prototxt")
+    stats = {blob: 4.0 for blob in graph.shapes}
+    text = partition(graph, {"relu1": "float", "*": "fixed16"}, stats=stats).describe()
+    row = {line.split()[0]: line for line in text.splitlines()[2:-1]}
+    assert "w fixed16." in row["conv1"] and " in fixed16." in row["conv1"]
+    # pool1 converts to the float ReLU after it: its input and output differ, it has no weights
+    assert "in fixed16.12 out float" in row["pool1"] and "w " not in row["pool1"]   # 4.0 -> 12 fraction bits
+    assert "fixed16.12" in row["pool2"] and " in " not in row["pool2"]
