@@ -252,16 +252,23 @@ def resolve_layer_precisions(graph, precision, stats: dict = None) -> dict:
 
 
 def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
-    """A ReLU joins the conv stage before it when the result is the same as running it alone."""
+    """A ReLU joins the conv stage before it when the stage then writes the bits the two would.
+
+    The ReLU must keep the conv's output format (its inputs and outputs are the conv's outputs).
+    The integer template (fixed-point input) applies it after converting to the output format, the
+    float template before its store rounds (half) or quantises (fixed).  max(v, 0) commutes with
+    any rounding that is monotonic and keeps 0, so a plain ReLU fuses in every case; a leaky one
+    only where nothing rounds after it -- the float template with a float output -- since
+    round(slope * v) is not slope * round(v), and the integer template has no leaky ReLU.
+    """
     p = stage.precision
     if stage.kind != "conv" or stage.relu_slope is not None:
         return False
-    if isinstance(p.inputs, Fixed):   # the integer conv applies max(., 0) to its converted output
-        return (relu.spec.negative_slope == 0
-                and relu_precision.inputs == relu_precision.outputs == p.outputs)
-    if any(isinstance(f, Fixed) for f in (p.weights, p.outputs)):
-        return False                  # a float conv quantising its output: the ReLU would come too late
-    return relu_precision == p
+    if not relu_precision.inputs == relu_precision.outputs == p.outputs:
+        return False
+    if relu.spec.negative_slope == 0:
+        return True
+    return not isinstance(p.inputs, Fixed) and p.outputs == Float()
 
 
 # ------------------------------------------------------------------------------------- partition

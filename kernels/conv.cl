@@ -7,7 +7,8 @@
  * (CI_FLOAT accumulators, one per output lane), and the inner loop over the lanes is unrolled so
  * that aoc builds CI x CO multipliers.  Weights are laid out [OP][KH][KW][CGP], zero padded, so
  * padded channels and padded lanes contribute exactly zero.  A ReLU that follows the conv in the
- * net is applied before the write (FUSE_RELU).
+ * net is applied before the write (FUSE_RELU; with a fixed-point output only a plain ReLU, see
+ * cnnfpga.partition.can_fuse_relu).
  *
  * Constants from the code generator: H W C CP (input), OH OW O OP (output), KH KW SH SW PH PW DH DW,
  * G CG OG CGP, CI CO CI_FLOAT CI_LOAD CI_SUM, LB_ROWS, FUSE_RELU RELU_SLOPE, and the stream macros.
@@ -62,6 +63,12 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
                     for (int j = 0; j < CO; j++) {
                         float v = CI_SUM(acc[j]) + bias[o0 + j];
 #if FUSE_RELU
+#ifdef QMIN
+                        /* the store quantises (a fixed-point reader): a value the ReLU zeroes counts
+                           if it would have saturated there, as it does without the fusion */
+                        if (v < 0.0f)
+                            (void)fx_quantize(v, OUT_FRAC, QMIN, QMAX, &saturated);
+#endif
                         v = RELU_SCALAR(v, RELU_SLOPE);
 #endif
                         pending[(o0 + j) % 8] = v;

@@ -165,3 +165,47 @@ def test_fixed_stages_are_bit_exact_and_count_saturation(stage_graph, setting):
         assert sum(counts.values()) == 0
     # a leaky ReLU in fixed point does not fuse: it needs its own rescaling
     assert "relu_fused" in {stage.name for stage in net.plan.stages}
+
+
+# ------------------------------------------------------------------ ReLU fusion across formats
+
+FUSION_NET = """name: "fusion"
+input: "data" input_shape { dim: 2 dim: 6 dim: 9 dim: 9 }
+layer { name: "conv_f" type: "Convolution" bottom: "data" top: "conv_f" convolution_param { num_output: 10 kernel_size: 3 } }
+layer { name: "relu_f" type: "ReLU" bottom: "conv_f" top: "conv_f" }
+layer { name: "conv_h" type: "Convolution" bottom: "data" top: "conv_h" convolution_param { num_output: 10 kernel_size: 3 } }
+layer { name: "relu_h" type: "ReLU" bottom: "conv_h" top: "conv_h" relu_param { negative_slope: 0.1 } }
+layer { name: "conv_l" type: "Convolution" bottom: "data" top: "conv_l" convolution_param { num_output: 10 kernel_size: 3 } }
+layer { name: "relu_l" type: "ReLU" bottom: "conv_l" top: "conv_l" relu_param { negative_slope: 0.1 } }
+"""
+
+
+def test_relu_fuses_wherever_the_formats_make_it_exact(tmp_path):
+    from cnnfpga.fixed_reference import forward_fixed
+    from cnnfpga.precision import resolve_precision
+    path = tmp_path / "fusion.prototxt"
+    path.write_text(FUSION_NET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = load_graph(str(path))
+    # float conv -> fixed ReLU; half conv -> float leaky ReLU; float conv -> fixed leaky ReLU
+    setting = {"conv_f": "float", "conv_h": "half", "relu_h": "float", "conv_l": "float", "*": "fixed6.2"}
+    x = {"data": 3 * np.random.default_rng(2).standard_normal((2, 6, 9, 9)).astype(np.float32)}
+    net = DeviceNet(graph, precision=setting)
+    stages = {stage.name: stage for stage in net.plan.stages}
+    assert stages["conv_f"].fused == ["relu_f"] and stages["conv_h"].fused == ["relu_h"]
+    assert stages["conv_h"].relu_slope == pytest.approx(0.1)
+    assert stages["conv_l"].fused == [] and "relu_l" in stages   # a leaky ReLU before quantising: not exact
+    got = net.forward(x)
+    golden = forward_fixed(graph, x, resolve_precision(graph, setting))
+    step = 0.25
+    for name in ("conv_f", "conv_l"):   # float sums in another order: at most one step apart
+        assert np.abs(got[name] - golden.blobs[name]).max() <= step, name
+        assert np.mean(got[name] == golden.blobs[name]) > 0.95, name
+    assert relative_error(got["conv_h"], golden.blobs["conv_h"]) < 1e-5
+    # fixed6.2 holds [-8, 7.75]: the conv saturates on both sides, and the values its fused ReLU
+    # zeroes still count, as they do when the ReLU runs on its own
+    before_relu = reference.forward(graph, x, until="conv_f")["conv_f"]
+    assert (before_relu < -8.125).any() and (before_relu >= 7.875).any()
+    counts = net.saturation()
+    assert counts["conv_f"] == golden.saturation["conv_f"] and counts["conv_l"] == golden.saturation["conv_l"]
