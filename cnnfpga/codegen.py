@@ -153,14 +153,25 @@ def fast_constants(stage: Stage) -> dict:
 
 
 def fast_conv_weight_layout(stage: Stage) -> tuple:
-    """(weights [KH][KW][CG][OPW], bias [OPW]) as conv_fast.cl reads them, zero padded."""
+    """(weights [OPW/VO][KH][KW][CG][VO], bias [OPW]) as conv_fast.cl reads them, zero padded: the
+    weights of one block of VO output channels are contiguous, so a work-item streams them in order."""
     d = fast_constants(stage)
-    o = stage.weights.shape[0]
-    w = np.zeros((d["KH"], d["KW"], d["CG"], d["OPW"]), np.float32)
-    w[..., :o] = stage.weights.transpose(2, 3, 1, 0)
+    o, vo = stage.weights.shape[0], d["VO"]
+    w = np.zeros((d["OPW"], d["CG"], d["KH"], d["KW"]), np.float32)
+    w[:o] = stage.weights
+    w = w.reshape(d["OPW"] // vo, vo, d["CG"], d["KH"], d["KW"]).transpose(0, 3, 4, 2, 1)
     b = np.zeros(d["OPW"], np.float32)
     b[:o] = stage.bias
-    return w, b
+    return np.ascontiguousarray(w), b
+
+
+def fast_zeros_length(stage: Stage) -> int:
+    """Zeros conv_fast.cl reads where a window covers padding: one pixel's channels of a group, or
+    (no horizontal padding) a whole window row of them."""
+    d = fast_constants(stage)
+    if d["PW"] == 0:
+        return (d["KW"] - 1) * d["DW"] * d["CP"] + d["CG"]
+    return d["CG"]
 
 
 def is_fixed(stage: Stage) -> bool:

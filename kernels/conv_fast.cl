@@ -17,8 +17,8 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
                            __global const float *restrict zeros,
                            const uint n_images)
 {
-    const int o0 = get_global_id(0) * VO;
-    const int p0 = get_global_id(1) * R;
+    const int o0 = get_global_id(1) * VO;
+    const int p0 = get_global_id(0) * R;
     const int total = (int)n_images * (OH * OW);
     const int c0 = (o0 / OG) * CG;
     int base[R], iy0[R], ix0[R];
@@ -33,6 +33,28 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
         acc[r] = (VFLOAT)(0.0f);
     }
     for (int ky = 0; ky < KH; ky++) {
+        __global const float *w = weights + (o0 / VO * KH + ky) * (KW * CG * VO);
+#if PW == 0
+        /* no horizontal padding: a window row lies wholly inside the input, or (vertical padding)
+           wholly outside it, where it reads a row of zeros; the kx and c loops need no checks */
+        __global const float *x[R];
+        #pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int iy = iy0[r] + ky * DH;
+            x[r] = (PH == 0 || (iy >= 0 && iy < H)) ? src + base[r] + (iy * W + ix0[r]) * CP : zeros;
+        }
+#if CG < 8
+        #pragma unroll   /* few channels (a first layer): one straight run of KW * CG steps */
+#endif
+        for (int kx = 0; kx < KW; kx++) {
+            for (int c = 0; c < CG; c++) {
+                const VFLOAT wv = VLOADO(kx * CG + c, w);
+                #pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r] = fma((VFLOAT)(x[r][kx * DW * CP + c]), wv, acc[r]);
+            }
+        }
+#else
         for (int kx = 0; kx < KW; kx++) {
             __global const float *x[R];   /* where the window hangs over the padding: a row of zeros */
             #pragma unroll
@@ -41,14 +63,14 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
                 const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
                 x[r] = inside ? src + base[r] + (iy * W + ix) * CP : zeros;
             }
-            __global const float *w = weights + (ky * KW + kx) * (CG * OPW) + o0;
             for (int c = 0; c < CG; c++) {
-                const VFLOAT wv = VLOADO(0, w + c * OPW);
+                const VFLOAT wv = VLOADO(kx * CG + c, w);
                 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    acc[r] = mad((VFLOAT)(x[r][c]), wv, acc[r]);
+                    acc[r] = fma((VFLOAT)(x[r][c]), wv, acc[r]);
             }
         }
+#endif
     }
     const VFLOAT b = VLOADO(0, bias + o0);
     #pragma unroll

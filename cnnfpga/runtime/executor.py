@@ -150,7 +150,7 @@ class DeviceNet:
                 weights, bias = round_half(weights), round_half(bias)
             args += [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
             if code.ndrange:   # what the fast conv reads where its window covers padding
-                zeros = np.zeros(stage.in_shape[1] // stage.spec.group, np.float32)
+                zeros = np.zeros(codegen.fast_zeros_length(stage), np.float32)
                 args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
         if stage.kind == "lrn" and codegen.is_fixed(stage):
             args.append(cl.Buffer(self.context, flags, hostbuf=lrn_factor_table(stage.spec, stage.precision.inputs)))
@@ -230,7 +230,7 @@ class DeviceNet:
                 pixels = n * stage.out_shape[2] * stage.out_shape[3]
                 # one work-item per work-group: each already holds a register tile, and PoCL's own
                 # vectorisation across work-items only gets in the way of the float16 arithmetic
-                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (blocks, -(-pixels // rows)), (1, 1))
+                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (-(-pixels // rows), blocks), (1, 1))
             elif code.per_pixel:
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), None)
             else:
