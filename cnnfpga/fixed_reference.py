@@ -331,8 +331,12 @@ def _device_layer(layer, lp: LayerPrecision, x, x_fmt):
 def forward_fixed(graph, inputs: dict, precisions: dict) -> FixedRun:
     """Run the whole net: layers named in ``precisions`` ({name: LayerPrecision}, e.g. from
     ``resolve_precision``) in their formats, every other layer in the float reference on
-    dequantised inputs.  This follows the graph layer by layer (a BatchNorm after a convolution runs
-    on the host in float; the device folds it, so compare such nets with tolerance)."""
+    dequantised inputs, layer by layer as ``graph`` has them.
+
+    The device runs BatchNorm/Scale folded into the convolution before them.  To compute what it
+    computes, run the folded graph with formats resolved on it: ``g = fold_batch_norms(graph)[0]``
+    (cnnfpga.partition) and ``resolve_precision(g, setting, stats)`` -- or a device plan's own
+    ``plan.graph`` and ``plan.precisions``, which are exactly those."""
     blobs = check_inputs(graph, inputs)
     formats = {name: Float() for name in blobs}
     saturation = {}

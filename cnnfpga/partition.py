@@ -7,19 +7,22 @@ other unsupported layer through the numpy float reference).
 
 Rules:
 - Convolution, Pooling, LRN and ReLU run on the device.  BatchNorm and Scale directly after a
-  convolution are folded into its weights; a ReLU directly after a convolution is fused into the
-  convolution's stage (applied before the write).
+  convolution are folded into its weights first (``fold_batch_norms``: the plan, its precisions and
+  the fixed-point golden model all see the folded graph); a ReLU directly after a convolution is
+  fused into the convolution's stage (applied before the write).
 - A stage joins the segment of its producer when it is the only reader of that blob; otherwise
   the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
 - Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .caffe import caffe_pb2
 from .errors import NetDefinitionError
 from .layers.normalization import batch_norm_statistics
 from .precision import Fixed, Float, LayerPrecision, resolve_precision
@@ -102,14 +105,16 @@ class HostStep:
     inputs: list                 # versioned blob keys
     outputs: list
     reason: str                  # why the host runs it
+    fused: list = field(default_factory=list)   # BatchNorm/Scale folded into a convolution the host runs
 
 
 @dataclass
 class Plan:
-    graph: object
+    graph: object                # the graph as planned: BatchNorm/Scale folded (fold_batch_norms)
     steps: list
     blob_names: dict             # versioned key -> Caffe blob name
     final_keys: dict             # Caffe blob name -> key of its last version
+    precisions: dict = field(default_factory=dict)   # layer name -> LayerPrecision (host layers float)
 
     @property
     def segments(self) -> list:
@@ -126,6 +131,7 @@ class Plan:
             if isinstance(step, HostStep):
                 shape = step.layer.out_shapes[0] if step.layer.out_shapes else ()
                 rows.append((step.layer.name, step.layer.type, f"host ({step.reason})", "float", "-", str(list(shape))))
+                rows += [(fused, "", f"  folded into {step.layer.name}", "", "", "") for fused in step.fused]
                 continue
             for k, stage in enumerate(step.stages):
                 streams = "from DDR" if k == 0 else "streamed"
@@ -191,6 +197,65 @@ def fold_batch_norm(weights, bias, bn_layer, scale_layer):
     new_weights = weights.astype(np.float64) * factor.reshape(-1, 1, 1, 1)
     new_bias = bias.astype(np.float64) * factor + shift
     return new_weights.astype(np.float32), new_bias.astype(np.float32)
+
+
+def fold_batch_norms(graph):
+    """The graph the device runs: each Convolution followed directly by a BatchNorm (and then a
+    per-channel Scale) that only it feeds becomes one Convolution with folded weights and a bias,
+    writing the last folded layer's top.  The partitioner and the fixed-point golden model both run
+    this graph, so they compute with -- and size fixed-point formats from -- the same weights.
+
+    Returns (graph, {convolution name: [names of the layers folded into it]}); ``graph`` itself
+    when nothing folds.  A shapes-only graph (no blobs) folds the same way and keeps no blobs.
+    """
+    nodes, _, final = versioned_nodes(graph)
+    readers = Counter(key for _, inputs, _ in nodes for key in inputs)
+    graph_outputs = {final[name] for name in graph.outputs}
+
+    def sole_reader(k: int, key: str, kind: str):
+        """nodes[k]'s layer if it is a single-top `kind` reading only `key`, and nothing else reads `key`."""
+        if k >= len(nodes):
+            return None
+        layer, inputs, outputs = nodes[k]
+        if layer.type != kind or inputs != [key] or len(outputs) != 1 or readers[key] != 1 or key in graph_outputs:
+            return None
+        return layer
+
+    replacements, folded, dropped = {}, {}, set()
+    for i, (layer, _, outputs) in enumerate(nodes):
+        if layer.type != "Convolution" or len(outputs) != 1:
+            continue
+        bn = sole_reader(i + 1, outputs[0], "BatchNorm")
+        if bn is None:
+            continue
+        scale = sole_reader(i + 2, nodes[i + 1][2][0], "Scale")
+        if scale is not None and (scale.spec.axis, scale.spec.num_axes) != (1, 1):
+            scale = None                 # only a per-channel scale folds into the output channels
+        chain = [bn] if scale is None else [bn, scale]
+        replacements[layer.name] = folded_convolution(layer, bn, scale)
+        folded[layer.name] = [l.name for l in chain]
+        dropped.update(l.name for l in chain)
+    if not folded:
+        return graph, {}
+    layers = [replacements.get(l.name, l) for l in graph.layers if l.name not in dropped]
+    produced = set(graph.inputs) | {top for l in layers for top in l.tops}
+    shapes = {name: shape for name, shape in graph.shapes.items() if name in produced}
+    return replace(graph, layers=layers, shapes=shapes), folded
+
+
+def folded_convolution(conv, bn, scale):
+    """A copy of `conv` computing conv -> bn (-> scale): folded blobs, a bias, the last layer's top."""
+    last = bn if scale is None else scale
+    param = caffe_pb2.LayerParameter()
+    param.CopyFrom(conv.param)
+    param.convolution_param.bias_term = True
+    del param.top[:]
+    param.top.extend(last.tops)
+    blobs = []
+    if conv.blobs and bn.blobs and (scale is None or scale.blobs):
+        bias = conv.blobs[1] if conv.spec.bias_term else np.zeros(conv.spec.num_output, np.float32)
+        blobs = list(fold_batch_norm(conv.blobs[0], bias, bn, scale))
+    return replace(conv, tops=list(last.tops), param=param, spec=replace(conv.spec, bias_term=True), blobs=blobs)
 
 
 def default_parallelism(layer) -> tuple:
@@ -276,39 +341,32 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
 def partition(graph, precision="float", parallelism: dict = None, stats: dict = None) -> Plan:
     """Split `graph` into device segments and host steps.
 
-    precision: a precision setting or {layer name: LayerPrecision} (see resolve_layer_precisions).
+    precision: a precision setting or {layer name: LayerPrecision} (see resolve_layer_precisions),
+               resolved on the folded graph (fold_batch_norms) so that folded weights size the formats.
     parallelism: optional {conv layer name: (ci, co)} overriding the defaults.
     stats: calibration statistics ({blob: max |x|}) for fixed formats.
     """
+    graph, folded = fold_batch_norms(graph)
     precisions = resolve_layer_precisions(graph, precision, stats)
     parallelism = parallelism or {}
     nodes, names, final = versioned_nodes(graph)
-    readers = {}
-    for _, inputs, _ in nodes:
-        for key in inputs:
-            readers[key] = readers.get(key, 0) + 1
+    readers = Counter(key for _, inputs, _ in nodes for key in inputs)
     graph_outputs = {final[name] for name in graph.outputs}
-    materialised = set(graph_outputs)
 
     steps = []
     open_segments = {}           # key a segment currently ends with -> segment
     stages_made = 0
-    layer_of_key = {}            # key -> (layer that produced it) for BatchNorm folding
-    skip = set()                 # layers already folded into a stage
 
     def streamable(key: str) -> bool:
         """Can the next layer read `key` straight from its producer's stream?"""
-        return key in open_segments and readers.get(key, 0) == 1 and key not in graph_outputs
+        return key in open_segments and readers[key] == 1 and key not in graph_outputs
 
-    for i, (layer, inputs, outputs) in enumerate(nodes):
-        if layer.name in skip:
-            continue
+    for layer, inputs, outputs in nodes:
         lp = precisions[layer.name]
         refusal = device_refusal(layer, lp)
         if refusal is not None:
             reason = "inner product" if layer.type == "InnerProduct" else refusal
             steps.append(HostStep(layer, inputs, outputs, reason))
-            materialised.update(inputs)
             continue
         source, sink = inputs[0], outputs[0]
         # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
@@ -326,13 +384,13 @@ def partition(graph, precision="float", parallelism: dict = None, stats: dict = 
         if stage.kind == "conv":
             stage.ci, stage.co = parallelism.get(layer.name, default_parallelism(layer))
             check_parallelism(layer, stage.ci, stage.co)
-            stage.weights = layer.blobs[0]
-            stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
-            sink = fold_following_normalisation(stage, nodes, i, readers, graph_outputs, skip, sink)
+            stage.fused = list(folded.get(layer.name, []))
+            if layer.blobs:          # a shapes-only graph plans without weights
+                stage.weights = layer.blobs[0]
+                stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
         if stage.line_buffer_bytes() > LINE_BUFFER_BYTES:
             steps.append(HostStep(layer, inputs, outputs,
-                                  f"line buffer {stage.line_buffer_bytes()} B > {LINE_BUFFER_BYTES} B"))
-            materialised.update(inputs)
+                                  f"line buffer {stage.line_buffer_bytes()} B > {LINE_BUFFER_BYTES} B", stage.fused))
             continue
         stages_made += 1
         if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs:
@@ -341,40 +399,10 @@ def partition(graph, precision="float", parallelism: dict = None, stats: dict = 
         else:
             segment = Segment([stage], source)
             steps.append(segment)
-            materialised.add(source)
         segment.sink = sink
         open_segments[sink] = segment
-        layer_of_key[sink] = layer
     _renumber(steps)
-    return Plan(graph, steps, names, final)
-
-
-def fold_following_normalisation(stage, nodes, i, readers, graph_outputs, skip, sink) -> str:
-    """Fold a BatchNorm (and a Scale after it) that only this conv feeds; returns the new sink key."""
-    key = sink
-    bn_layer = scale_layer = None
-    for layer, inputs, outputs in nodes[i + 1:]:
-        if key not in inputs:
-            continue
-        if readers.get(key, 0) != 1 or key in graph_outputs:
-            break
-        if layer.type == "BatchNorm" and bn_layer is None and scale_layer is None:
-            bn_layer = layer
-        elif layer.type == "Scale" and bn_layer is not None and scale_layer is None and len(layer.bottoms) == 1:
-            scale_layer = layer
-        else:
-            break
-        key = outputs[0]
-        if scale_layer is not None:
-            break
-    if bn_layer is None:
-        return sink
-    stage.weights, stage.bias = fold_batch_norm(stage.weights, stage.bias, bn_layer, scale_layer)
-    for folded in (bn_layer, scale_layer):
-        if folded is not None:
-            skip.add(folded.name)
-            stage.fused.append(folded.name)
-    return key
+    return Plan(graph, steps, names, final, precisions)
 
 
 def _renumber(steps) -> None:

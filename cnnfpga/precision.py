@@ -345,13 +345,17 @@ def default_activation_frac(total_bits: int) -> int:
     return _check_total_bits(total_bits) // 2
 
 
-def weight_format(blob, setting_weights) -> Format:
-    """The format of a weight blob: Float/Half as given; FixedAuto(b) -> Fixed(b, f) with the
-    largest f that does not saturate the blob's largest magnitude."""
-    if isinstance(setting_weights, FixedAuto):
-        max_abs = float(np.max(np.abs(blob))) if np.size(blob) else 0.0
-        return Fixed(setting_weights.total_bits, frac_bits_for(max_abs, setting_weights.total_bits))
-    return setting_weights
+def weight_format(layer, setting_weights) -> Format:
+    """The format of a convolution's weights: Float/Half as given; FixedAuto(b) -> Fixed(b, f) with
+    the largest f that does not saturate the weight blob's largest magnitude."""
+    if not isinstance(setting_weights, FixedAuto):
+        return setting_weights
+    if not layer.blobs:
+        raise PrecisionError(f"{layer.where}: a fixed-point weight format is sized from the weights, and this "
+                             f"graph has none (a shapes-only graph); load it with weights or fillers")
+    blob = layer.blobs[0]
+    max_abs = float(np.max(np.abs(blob))) if np.size(blob) else 0.0
+    return Fixed(setting_weights.total_bits, frac_bits_for(max_abs, setting_weights.total_bits))
 
 
 # ------------------------------------------------------------------------------------ calibration
@@ -413,15 +417,14 @@ def load_calibration(path) -> dict[str, float]:
 PASS_THROUGH_TYPES = ("ReLU", "Pooling")   # output in the input's format: max/relu/average stay in range
 
 
-def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None,
-                      weights: Mapping[str, np.ndarray] | None = None) -> dict[str, LayerPrecision]:
+def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) -> dict[str, LayerPrecision]:
     """Concrete formats for every device layer (Convolution, Pooling, LRN, ReLU) of ``graph``.
 
     setting: anything ``parse_precision`` takes, or its result.
     stats:   ``calibrate``'s {blob: max |x|}; fixed activation formats without statistics get
              ``default_activation_frac`` and one UserWarning names those blobs.
-    weights: {layer name: weight array} to size the weight formats from instead of the layer's own
-             blob (a convolution with BatchNorm folded in).
+    Weight formats are sized from the graph's own blobs: resolve on the graph the device runs,
+    ``cnnfpga.partition.fold_batch_norms(graph)[0]``, where BatchNorm is folded into convolutions.
 
     Rules (the producer converts, so a layer's outputs are its reader's inputs):
       * a layer's weights: Float/Half as set, fixedN -> N bits, fraction from the largest |w|;
@@ -440,7 +443,6 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None,
     else:
         settings = parse_precision(setting, [layer.name for layer in device])
     stats = dict(stats or {})
-    weights = dict(weights or {})
     defaulted: list[str] = []
 
     def activation(kind, blob: str) -> Format:
@@ -497,7 +499,7 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None,
         else:
             outputs = activation(kind.activations, top)
         if layer.type == "Convolution":
-            weight_fmt = weight_format(weights.get(layer.name, layer.blobs[0]), kind.weights)
+            weight_fmt = weight_format(layer, kind.weights)
         else:
             weight_fmt = inputs
         written[i] = outputs

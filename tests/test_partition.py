@@ -8,6 +8,7 @@ from cnnfpga.errors import NetDefinitionError, PrecisionError
 from cnnfpga.graph import load_graph
 from cnnfpga.layers import REGISTRY
 from cnnfpga.partition import HostStep, Segment, fold_batch_norm, partition
+from cnnfpga.precision import Fixed, frac_bits_for
 
 from conftest import shared_path
 
@@ -131,3 +132,25 @@ def test_describe_shows_weight_formats_only_for_convolutions():
     # pool1 converts to the float ReLU after it: its input and output differ, it has no weights
     assert "in fixed16.12 out float" in row["pool1"] and "w " not in row["pool1"]   # 4.0 -> 12 fraction bits
     assert "fixed16.12" in row["pool2"] and " in " not in row["pool2"]
+
+
+def test_fixed_point_weight_formats_are_sized_from_the_folded_weights():
+    graph = quiet_load("resnet50")
+    plan = partition(graph, "fixed16", stats={blob: 8.0 for blob in graph.shapes})
+    convs = [stage for stage in plan.stages if stage.kind == "conv"]
+    assert len(convs) == 53
+    assert all(stage.fused[0].startswith("bn") and stage.fused[1].startswith("scale") for stage in convs)
+    for stage in convs:
+        assert stage.precision.weights == Fixed(16, frac_bits_for(np.abs(stage.weights).max(), 16)), stage.name
+        assert plan.precisions[stage.name] == stage.precision
+    # BatchNorm rescales the weights: sized on the unfolded blob, many formats would differ
+    unfolded = [Fixed(16, frac_bits_for(np.abs(graph.layer(s.name).blobs[0]).max(), 16)) for s in convs]
+    assert sum(s.precision.weights != u for s, u in zip(convs, unfolded)) > 10
+    assert not any(layer.type in ("BatchNorm", "Scale") for layer in plan.graph.layers)
+
+
+def test_shapes_only_graph_plans_like_the_weighted_one():
+    bare = load_graph(str(shared_path("models", "resnet50", "deploy.prototxt")), fill=False)
+    assert partition(bare).describe() == partition(quiet_load("resnet50")).describe()
+    with pytest.raises(PrecisionError, match="conv1.*shapes-only"):
+        partition(bare, "fixed16", stats={blob: 8.0 for blob in bare.shapes})

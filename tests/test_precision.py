@@ -14,6 +14,7 @@ from cnnfpga.fixed_reference import (FACTOR_FRAC, LRN_TABLE_LEN, conv_fixed, for
                                      pool_fixed, relu_fixed)
 from cnnfpga.graph import load_graph
 from cnnfpga.layers import REGISTRY, pool as pool_layer
+from cnnfpga.partition import fold_batch_norms
 from cnnfpga.layers.conv import ConvSpec
 from cnnfpga.layers.lrn import LRNSpec
 from cnnfpga.layers.pool import PoolSpec
@@ -21,6 +22,7 @@ from cnnfpga.precision import (Fixed, FixedAuto, Float, Half, LayerPrecision, ca
                                load_calibration, parse_precision, quantize, quantize_accumulator, requantize,
                                resolve_precision, round_half, save_calibration)
 from cnnfpga.reference import forward
+from cnnfpga.runtime import DeviceNet
 
 from conftest import shared_path
 
@@ -561,3 +563,71 @@ def test_cifar10_fixed_point_keeps_the_float_predictions():
         agree[setting] = (run.blobs[graph.outputs[0]].argmax(1) == expected).mean()
     assert agree["fixed16"] >= 0.99 and agree["half"] >= 0.99 and agree["fixed8"] >= 0.95, agree
     assert (expected == labels[chosen]).mean() > 0.6                # the float net itself works
+
+
+# --------------------------------------------------------------- BatchNorm folded, device vs golden
+
+BN_NET = """
+name: "bn"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 10 dim: 10 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 bias_term: false } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "bn" }
+layer { name: "scale" type: "Scale" bottom: "bn" top: "scale"
+        scale_param { bias_term: true filler { type: "constant" value: 4 } } }
+layer { name: "relu" type: "ReLU" bottom: "scale" top: "scale" }
+layer { name: "pool" type: "Pooling" bottom: "scale" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+"""
+
+
+def test_batch_norm_folds_before_formats_are_chosen_and_the_golden_model_follows(tmp_path):
+    path = tmp_path / "bn.prototxt"
+    path.write_text(BN_NET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = load_graph(str(path))
+    data = {"data": RNG.normal(0, 1, (2, 3, 10, 10)).astype(np.float32)}
+    folded, names = fold_batch_norms(graph)
+    assert names == {"conv": ["bn", "scale"]}
+    assert [layer.type for layer in folded.layers] == ["Input", "Convolution", "ReLU", "Pooling"]
+    conv = folded.layer("conv")
+    assert conv.tops == ["scale"] and conv.spec.bias_term and len(conv.blobs) == 2
+    expected = forward(graph, data)
+    np.testing.assert_allclose(forward(folded, data)["pool"], expected["pool"], rtol=1e-5,
+                               atol=1e-5 * np.abs(expected["pool"]).max())
+    stats = calibrate(graph, data)
+    formats = resolve_precision(folded, "fixed16", stats)
+    # the Scale of 4 makes the folded weights larger: the unfolded blob's format would saturate them
+    assert formats["conv"].weights == Fixed(16, frac_bits_for(np.abs(conv.blobs[0]).max(), 16))
+    unfolded = Fixed(16, frac_bits_for(np.abs(graph.layer("conv").blobs[0]).max(), 16))
+    assert quantize(conv.blobs[0], unfolded)[1] > 0
+
+    net = DeviceNet(graph, precision="fixed16", calibration=stats)
+    assert all(net.plan.precisions[name] == fmt for name, fmt in formats.items())
+    got = net.forward(data)
+    golden = forward_fixed(folded, data, formats)
+    np.testing.assert_array_equal(got["pool"], golden.blobs["pool"])
+    assert net.saturation() == {name: golden.saturation[name] for name in net.saturation()}
+    assert sum(golden.saturation.values()) == 0
+    assert np.abs(golden.blobs["pool"] - expected["pool"]).max() < 1e-2 * np.abs(expected["pool"]).max()
+
+
+@pytest.mark.slow
+def test_resnet50_fixed16_on_the_device_is_bit_exact_with_the_golden_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = load_graph(str(shared_path("models", "resnet50", "deploy.prototxt")))
+    data = {"data": RNG.uniform(-1, 1, graph.inputs["data"]).astype(np.float32)}
+    stats = calibrate(graph, data)
+    net = DeviceNet(graph, precision="fixed16", calibration=stats)
+    plan = net.plan
+    resolved = resolve_precision(fold_batch_norms(graph)[0], "fixed16", stats)   # what the golden model gets
+    assert all(plan.precisions[name] == fmt for name, fmt in resolved.items())
+    got = net.forward(data)
+    golden = forward_fixed(plan.graph, data, plan.precisions)
+    written = {plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink}
+    assert len(written) > 30      # every residual branch and sum goes through DDR
+    for blob in written:
+        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    np.testing.assert_allclose(got["prob"], golden.blobs["prob"], rtol=1e-4, atol=1e-7)   # host FC: BLAS order
+    assert net.saturation() == {name: golden.saturation[name] for name in net.saturation()}
