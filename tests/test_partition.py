@@ -154,3 +154,18 @@ def test_shapes_only_graph_plans_like_the_weighted_one():
     assert partition(bare).describe() == partition(quiet_load("resnet50")).describe()
     with pytest.raises(PrecisionError, match="conv1.*shapes-only"):
         partition(bare, "fixed16", stats={blob: 8.0 for blob in bare.shapes})
+
+
+def test_a_convolution_falling_back_to_the_host_keeps_its_batch_norm(monkeypatch):
+    import cnnfpga.partition as part
+    monkeypatch.setattr(part, "LINE_BUFFER_BYTES", 64 * 1024)
+    graph = quiet_load("resnet50")
+    plan = partition(graph)
+    conv1 = next(s for s in plan.steps if isinstance(s, HostStep) and s.layer.name == "conv1")
+    assert "line buffer" in conv1.reason and conv1.fused == ["bn_conv1", "scale_conv1"]
+    assert "folded into conv1" in plan.describe()
+    produced = set(graph.inputs)
+    for step in plan.steps:   # the host conv writes the version its readers expect
+        reads = [step.source] if isinstance(step, Segment) else step.inputs
+        assert all(key in produced for key in reads), step
+        produced.update([step.sink] if isinstance(step, Segment) else step.outputs)
