@@ -137,6 +137,15 @@ def uses_fast_lrn(stage: Stage) -> bool:
             and p.weights == p.inputs == p.outputs == Float())
 
 
+def inverse_power(beta: float) -> str:
+    """OpenCL C for b^-beta (b >= 1 in LRN), as a macro body of (b).  Square roots and a division are
+    correctly rounded on CPUs and several times faster on PoCL than pow or exp2(log2(.)), so the
+    common betas get them; others take exp2(-beta * log2(b)), which keeps a few-ulp accuracy
+    because |beta * log2(b)| stays small."""
+    forms = {0.75: "(1.0f / (sqrt(b) * sqrt(sqrt(b))))", 0.5: "(1.0f / sqrt(b))", 1.0: "(1.0f / (b))"}
+    return "(b) " + forms.get(float(np.float32(beta)), "exp2(log2(b) * -LRN_BETA)")
+
+
 def fast_block(stage: Stage) -> int:
     og = stage.spec.num_output // stage.spec.group
     return 16 if stage.spec.group == 1 or og % 16 == 0 else 8
@@ -303,6 +312,8 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         else:
             constants = stage_constants(stage)
             template = "lrn_fast.cl" if code.per_pixel else TEMPLATES[stage.kind]
+            if code.per_pixel:
+                constants["LRN_INV_POW"] = inverse_power(stage.spec.beta)
         constants.update(output_constants(stage, fixed), SAT_SLOT=stage.index)
         if not fixed and code.source_out.tag == "I32":   # a float stage feeding a fixed one quantises
             write = code.source_out.write("fx_quantize8((v), OUT_FRAC, QMIN, QMAX, &saturated)")
@@ -312,7 +323,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
             STAGE_KERNEL=code.kernel,
             STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
             STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
-        lines += [f"#define {name}{value}" if str(value).startswith("(a)") else f"#define {name} {value}"
+        lines += [f"#define {name}{value}" if str(value).startswith(("(a)", "(b)")) else f"#define {name} {value}"
                   for name, value in constants.items()]
         lines.append(f"#define READ_IN() {code.source_in.read()}")
         lines.append(f"#define WRITE_OUT(v) {write}")

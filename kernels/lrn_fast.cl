@@ -1,7 +1,7 @@
 /* LRN across channels for CPUs and GPUs (the "fast" variant, not an FPGA design): an NDRange
  * kernel, one work-item per pixel, on the same stream layout (N, H, W, CP) in global memory.
  * Same arithmetic as lrn.cl: window sums of LRN_N shifted vector loads over zero-padded squares.
- * Constants: CP CV, LRN_N, LRN_HALF, LRN_ALPHA, LRN_BETA, LRN_K.
+ * Constants: CP CV, LRN_N, LRN_HALF, LRN_ALPHA, LRN_BETA, LRN_K, LRN_INV_POW(b) = b^-BETA (codegen.inverse_power).
  */
 __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *restrict dst, const uint n_images)
 {
@@ -18,9 +18,7 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
         float8 sum = (float8)(0.0f);
         for (int i = 0; i < LRN_N; i++)
             sum += vload8(0, squares + cv * 8 + i);
-        /* exp2(log2(.)) is several times faster than pow on PoCL; |beta * log2(base)| stays small,
-           so the result keeps a few-ulp accuracy */
-        const float8 factor = exp2(log2(LRN_K + (LRN_ALPHA / LRN_N) * sum) * -LRN_BETA);
+        const float8 factor = LRN_INV_POW(LRN_K + (LRN_ALPHA / LRN_N) * sum);
         vstore8(vload8(cv, x) * factor, cv, dst + pixel * CP);
     }
 }

@@ -232,7 +232,7 @@ class DeviceNet:
                 # vectorisation across work-items only gets in the way of the float16 arithmetic
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (-(-pixels // rows), blocks), (1, 1))
             elif code.per_pixel:
-                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), None)
+                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
             else:
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))
             events.append((stage.index, event))
