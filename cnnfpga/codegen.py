@@ -81,6 +81,12 @@ class StageCode:
     last_line: int
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
     per_pixel: bool = False  # fast LRN: one work-item per output pixel
+    fast_pool: bool = False  # fast pooling: one work-item per output pixel as well
+
+    @property
+    def pixel_kernel(self) -> bool:
+        """An NDRange of one work-item per output pixel, with no saturation counter argument."""
+        return self.per_pixel or self.fast_pool
 
 
 @dataclass
@@ -135,6 +141,11 @@ def uses_fast_lrn(stage: Stage) -> bool:
     p = stage.precision
     return (stage.kind == "lrn" and stage.spec.region == "ACROSS_CHANNELS"
             and p.weights == p.inputs == p.outputs == Float())
+
+
+def uses_fast_pool(stage: Stage) -> bool:
+    p = stage.precision
+    return stage.kind == "pool" and p.weights == p.inputs == p.outputs == Float()
 
 
 def inverse_power(beta: float) -> str:
@@ -276,8 +287,9 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
 
     variant "fpga": every stage is a single work-item kernel streaming through channels (what aoc
     gets, and what PoCL runs with the channels emulated).  "fast": float convolutions become
-    NDRange GEMM kernels (kernels/conv_fast.cl) and LRN across channels an NDRange kernel
-    (kernels/lrn_fast.cl), for CPUs and GPUs; only with emulated channels.
+    NDRange GEMM kernels (kernels/conv_fast.cl), LRN across channels and float pooling NDRange
+    kernels of one work-item per pixel (kernels/lrn_fast.cl, pool_fast.cl), for CPUs and GPUs;
+    only with emulated channels.
 
     inject: {stage index: text} puts extra text into that stage's part of the source (tests use it
     to check that a build error is traced back to its stage).
@@ -301,6 +313,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}) ---- */")
         fast = variant == "fast" and uses_fast_conv(stage)
         code.per_pixel = variant == "fast" and uses_fast_lrn(stage)
+        code.fast_pool = variant == "fast" and uses_fast_pool(stage)
         fixed = is_fixed(stage)
         if fast:
             constants = fast_constants(stage)
@@ -311,7 +324,8 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
             template = FIXED_TEMPLATES[stage.kind]
         else:
             constants = stage_constants(stage)
-            template = "lrn_fast.cl" if code.per_pixel else TEMPLATES[stage.kind]
+            template = ("lrn_fast.cl" if code.per_pixel else "pool_fast.cl" if code.fast_pool
+                        else TEMPLATES[stage.kind])
             if code.per_pixel:
                 constants["LRN_INV_POW"] = inverse_power(stage.spec.beta)
         constants.update(output_constants(stage, fixed), SAT_SLOT=stage.index)

@@ -154,7 +154,7 @@ class DeviceNet:
                 args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
         if stage.kind == "lrn" and codegen.is_fixed(stage):
             args.append(cl.Buffer(self.context, flags, hostbuf=lrn_factor_table(stage.spec, stage.precision.inputs)))
-        if not (code.ndrange or code.per_pixel):
+        if not (code.ndrange or code.pixel_kernel):
             args.append(self.saturation_buffer)
         return args
 
@@ -231,7 +231,7 @@ class DeviceNet:
                 # one work-item per work-group: each already holds a register tile, and PoCL's own
                 # vectorisation across work-items only gets in the way of the float16 arithmetic
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (-(-pixels // rows), blocks), (1, 1))
-            elif code.per_pixel:
+            elif code.pixel_kernel:
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
             else:
                 event = cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))
