@@ -13,6 +13,8 @@ for which an accumulator could reach 2^62 (so that requantize's rounding add can
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+import re
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
@@ -30,8 +32,17 @@ ACCUMULATOR_LIMIT = 1 << 62      # |acc| below this leaves room for requantize's
 EXACT_FLOAT64 = 1 << 53          # integers below this are exact in float64, so BLAS sums are exact
 LEAKY_SLOPE_FRAC = 16             # fractional bits of the leaky-ReLU slope constant
 FACTOR_FRAC = 16                  # fractional bits of the LRN factor table entries
-LRN_MANTISSA_BITS = 6             # bits of S below its leading one that index the LRN table
-LRN_TABLE_LEN = 64 << LRN_MANTISSA_BITS   # e in 0..63 (S < 2^63), 64 mantissa buckets each
+
+
+def _kernel_constant(header: str, name: str) -> int:
+    """An integer #define of a kernel header, so that the golden model and the kernels share it."""
+    text = resources.files("cnnfpga.kernels").joinpath(header).read_text()
+    return int(re.search(rf"^#define {name} (\d+)$", text, re.MULTILINE).group(1))
+
+
+# bits of S below its leading one that index the LRN table (7: the bucket error stays under 0.4%)
+LRN_MANTISSA_BITS = _kernel_constant("common.h", "FX_LRN_MANTISSA_BITS")
+LRN_TABLE_LEN = 64 << LRN_MANTISSA_BITS   # e in 0..63 (S < 2^63), 2^LRN_MANTISSA_BITS buckets each
 
 
 def convert_accumulator(acc, acc_frac: int, out_fmt) -> tuple[np.ndarray, int]:
@@ -198,13 +209,13 @@ def _lrn_constants(spec):
 
 
 def lrn_table_index(s) -> np.ndarray:
-    """Index of the LRN factor table for S >= 0 (int64): e*64 + m.
+    """Index of the LRN factor table for S >= 0 (int64): (e << M) + m, with M = LRN_MANTISSA_BITS.
 
-    e = bit length of S (0 for S = 0); m = the 6 bits just below S's leading one, zero-filled when
-    S has fewer bits.  In OpenCL C (``clz`` of a long is 64 for 0):
+    e = bit length of S (0 for S = 0); m = the M bits just below S's leading one, zero-filled when
+    S has fewer bits.  In OpenCL C (kernels/common.h, ``clz`` of a long is 64 for 0):
         int e = 64 - (int)clz(S);
-        int m = (int)((e > 7 ? (S >> (e - 7)) : (S << (7 - e))) & 63);
-        int index = e * 64 + m;
+        int m = (int)((e > M+1 ? (S >> (e - (M+1))) : (S << ((M+1) - e))) & ((1 << M) - 1));
+        int index = (e << M) + m;
     """
     s = np.asarray(s, dtype=np.int64)
     if (s < 0).any():
@@ -222,11 +233,12 @@ def lrn_table_index(s) -> np.ndarray:
 
 
 def lrn_bucket_middles() -> np.ndarray:
-    """float64 S at the middle of each table bucket (index e*64 + m).
+    """float64 S at the middle of each table bucket (index (e << M) + m, M = LRN_MANTISSA_BITS).
 
-    e >= 7: the bucket holds S in [(64+m) << (e-7), ((65+m) << (e-7)) - 1]; its middle is used.
-    e <= 7: it holds the single S = (64+m) >> (7-e) (for m whose low bits are zero; other m are never
-    indexed and get the value of that same S, keeping the table monotonic).  e = 0: S = 0.
+    With lead = 2^M + m: e >= M+1: the bucket holds S in [lead << (e-M-1), ((lead+1) << (e-M-1)) - 1];
+    its middle is used.  e <= M+1: it holds the single S = lead >> (M+1-e) (for m whose low bits are
+    zero; other m are never indexed and get the value of that same S, keeping the table monotonic).
+    e = 0: S = 0.
     """
     e = np.arange(LRN_TABLE_LEN) >> LRN_MANTISSA_BITS
     m = np.arange(LRN_TABLE_LEN) & ((1 << LRN_MANTISSA_BITS) - 1)
@@ -247,7 +259,7 @@ def lrn_factor(s_real, spec) -> np.ndarray:
 
 
 def lrn_factor_table(spec, in_fmt: Fixed) -> np.ndarray:
-    """int32 table[e*64 + m] = floor(factor(S_mid * 2^(-2 in.f)) * 2^16 + 0.5), S_mid the bucket's
+    """int32 table[(e << M) + m] = floor(factor(S_mid * 2^(-2 in.f)) * 2^16 + 0.5), S_mid the bucket's
     middle (``lrn_bucket_middles``), clamped to int32.  Computed in float64 on the host; the device
     only looks it up."""
     in_fmt = _require_fixed(in_fmt, "LRN input format")

@@ -65,10 +65,14 @@ int8 fx_quantize8(float8 x, int frac, long qmin, long qmax, ulong *saturated)
     return vload8(0, out);
 }
 
-/* LRN factor table index of a sum of squares S >= 0 (cnnfpga.fixed_reference.lrn_table_index). */
+/* LRN factor table index of a sum of squares S >= 0 (cnnfpga.fixed_reference.lrn_table_index):
+ * e = bit length of S, m = the FX_LRN_MANTISSA_BITS bits below its leading one; the table has
+ * 64 << FX_LRN_MANTISSA_BITS entries.  The golden model reads this constant from here. */
+#define FX_LRN_MANTISSA_BITS 7
 int fx_lrn_index(long s)
 {
+    const int top = FX_LRN_MANTISSA_BITS + 1;
     const int e = 64 - (int)clz(s);
-    const int m = (int)((e > 7 ? (s >> (e - 7)) : (s << (7 - e))) & 63);
-    return e * 64 + m;
+    const int m = (int)((e > top ? (s >> (e - top)) : (s << (top - e))) & ((1 << FX_LRN_MANTISSA_BITS) - 1));
+    return (e << FX_LRN_MANTISSA_BITS) + m;
 }
