@@ -4,7 +4,8 @@
  * images one after another; a blob's channel count is padded with zeros to a multiple of 8.
  * Three element formats:
  *   F32  float8          the value as computed
- *   F16  half8           the value rounded to fp16 (round to nearest even), widened to float on read
+ *   F16  half8           the value rounded to fp16 (round to nearest even), widened to float on read;
+ *                        a value that becomes infinite counts in the writing stage's `saturated`
  *   I32  int8            a fixed-point value (raw integer; the format is known to both stages)
  *
  * With -D CNNFPGA_EMULATE_CHANNELS each channel becomes a __global buffer passed to both the
@@ -17,6 +18,18 @@
  */
 #ifndef CNNFPGA_CHANNELS_H
 #define CNNFPGA_CHANNELS_H
+
+/* An fp16 store's overflow, counted as cnnfpga.precision.store counts it: a finite value with
+ * |v| >= 65520 rounds to infinity (65520 lies halfway between the largest half, 65504, and 2^16,
+ * and the tie goes to the even neighbour, 2^16).  Returns v, so that a store can wrap it. */
+float8 fx_count_half_overflow(float8 v, ulong *saturated)
+{
+    const int8 overflow = isgreaterequal(fabs(v), (float8)(65520.0f)) & isfinite(v);   /* -1 where true */
+    const int4 fours = overflow.lo + overflow.hi;
+    const int2 twos = fours.lo + fours.hi;
+    *saturated += (ulong)(-(twos.x + twos.y));
+    return v;
+}
 
 #ifdef CNNFPGA_EMULATE_CHANNELS
 
@@ -32,7 +45,7 @@
 #define READ_CHANNEL_F16(name) vload_half8(name##_at++, name)
 #define READ_CHANNEL_I32(name) (name[name##_at++])
 #define WRITE_CHANNEL_F32(name, v) (name[name##_at++] = (v))
-#define WRITE_CHANNEL_F16(name, v) vstore_half8_rte((v), name##_at++, name)
+#define WRITE_CHANNEL_F16(name, v) vstore_half8_rte(fx_count_half_overflow((v), &saturated), name##_at++, name)
 #define WRITE_CHANNEL_I32(name, v) (name[name##_at++] = (v))
 
 #else
@@ -51,7 +64,7 @@
 #define READ_CHANNEL_F16(name) convert_float8(read_channel_intel(name))
 #define READ_CHANNEL_I32(name) read_channel_intel(name)
 #define WRITE_CHANNEL_F32(name, v) write_channel_intel(name, (v))
-#define WRITE_CHANNEL_F16(name, v) write_channel_intel(name, convert_half8_rte(v))
+#define WRITE_CHANNEL_F16(name, v) write_channel_intel(name, convert_half8_rte(fx_count_half_overflow((v), &saturated)))
 #define WRITE_CHANNEL_I32(name, v) write_channel_intel(name, (v))
 
 #endif
@@ -65,7 +78,7 @@
 #define READ_MEMORY_F16(name) vload_half8(name##_at++, name)
 #define READ_MEMORY_I32(name) (name[name##_at++])
 #define WRITE_MEMORY_F32(name, v) (name[name##_at++] = (v))
-#define WRITE_MEMORY_F16(name, v) vstore_half8_rte((v), name##_at++, name)
+#define WRITE_MEMORY_F16(name, v) vstore_half8_rte(fx_count_half_overflow((v), &saturated), name##_at++, name)
 #define WRITE_MEMORY_I32(name, v) (name[name##_at++] = (v))
 
 #endif

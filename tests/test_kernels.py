@@ -209,3 +209,44 @@ def test_relu_fuses_wherever_the_formats_make_it_exact(tmp_path):
     assert (before_relu < -8.125).any() and (before_relu >= 7.875).any()
     counts = net.saturation()
     assert counts["conv_f"] == golden.saturation["conv_f"] and counts["conv_l"] == golden.saturation["conv_l"]
+
+
+# ------------------------------------------------------------------------------- half overflow
+
+OVERFLOW_NET = """name: "overflow"
+input: "data" input_shape { dim: 2 dim: 6 dim: 9 dim: 9 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 10 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky" relu_param { negative_slope: 3 } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+layer { name: "conv_relu" type: "Convolution" bottom: "data" top: "conv_relu"
+        convolution_param { num_output: 10 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv_relu" top: "conv_relu" }
+"""
+
+
+def test_half_stages_count_overflow_to_infinity_like_the_golden_model(tmp_path):
+    from cnnfpga.fixed_reference import forward_fixed
+    from cnnfpga.precision import resolve_precision
+    path = tmp_path / "overflow.prototxt"
+    path.write_text(OVERFLOW_NET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = load_graph(str(path))
+    # inputs up to 30000 fit fp16 (65504 at most); the convolutions and the slope-3 ReLU exceed it
+    x = {"data": np.random.default_rng(3).uniform(-30000, 30000, (2, 6, 9, 9)).astype(np.float32)}
+    net = DeviceNet(graph, precision="half")
+    got = net.forward(x)
+    golden = forward_fixed(graph, x, resolve_precision(graph, "half"))
+    counts = net.saturation()
+    for name in ("conv", "leaky", "conv_relu"):
+        assert np.isinf(got[name]).any(), name
+        np.testing.assert_array_equal(np.isinf(got[name]), np.isinf(golden.blobs[name]), err_msg=name)
+    assert counts["conv"] == golden.saturation["conv"] > 0
+    assert counts["leaky"] == golden.saturation["leaky"] == np.count_nonzero(x["data"] * 3 <= -65520)
+    assert counts["pool"] == golden.saturation["pool"] == 0
+    # the fused ReLU zeroes negative values before the store: only the positive ones can overflow there,
+    # while the golden model, storing the convolution first, also counts the negative ones
+    before_relu = reference.forward(graph, x, until="conv_relu")["conv_relu"]
+    assert counts["conv_relu"] == np.count_nonzero(before_relu >= 65520) > 0
+    assert golden.saturation["conv_relu"] == np.count_nonzero(np.abs(before_relu) >= 65520)
