@@ -341,8 +341,9 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
 def partition(graph, precision="float", parallelism: dict = None, stats: dict = None) -> Plan:
     """Split `graph` into device segments and host steps.
 
-    precision: a precision setting or {layer name: LayerPrecision} (see resolve_layer_precisions),
-               resolved on the folded graph (fold_batch_norms) so that folded weights size the formats.
+    precision: a precision setting, resolved on the folded graph (fold_batch_norms) so that the
+               folded weights size the formats; or {layer name: LayerPrecision} used as given
+               (resolve it on ``fold_batch_norms(graph)[0]`` for the same effect).
     parallelism: optional {conv layer name: (ci, co)} overriding the defaults.
     stats: calibration statistics ({blob: max |x|}) for fixed formats.
     """
