@@ -131,6 +131,18 @@ class Net:
                              f"{list(layer.out_shapes[0])}" for layer in self.graph.layers)
         return self.executor.plan.describe()
 
+    def opencl_source(self) -> str:
+        """The generated OpenCL source of the device stages, FPGA variant, with Intel channels: what to
+        compile with aoc (`aoc design.cl`) and load with `Net(..., bitstream="design.aocx")`. Needs no
+        OpenCL device. (Built with -D CNNFPGA_EMULATE_CHANNELS it is what PoCL runs in the tests.)"""
+        from . import codegen
+        from .partition import partition
+        from .runtime.executor import calibration_statistics
+        options = self.device_options
+        plan = partition(self.graph, options["precision"], options["parallelism"],
+                         calibration_statistics(self.graph, options["calibration"]))
+        return codegen.generate(plan, variant="fpga").source
+
     # -- running -----------------------------------------------------------------------------------
     def forward(self, blobs=None, **inputs) -> dict:
         """Run the net. Inputs come from keyword arguments (name=array) or from `net.blobs[name].data`.

@@ -251,3 +251,19 @@ def test_load_image_errors(tmp_path):
     junk.write_bytes(b"not an image at all")
     with pytest.raises(InputError, match="junk.png"):
         load_image(str(junk))
+
+
+def test_opencl_source_for_aoc_needs_no_device(monkeypatch):
+    """The aoc source comes from the plan alone: no OpenCL platform is asked for."""
+    import pyopencl
+
+    def no_platforms():
+        raise AssertionError("opencl_source must not touch OpenCL")
+
+    monkeypatch.setattr(pyopencl, "get_platforms", no_platforms)
+    with pytest.warns(UserWarning):
+        net = cnnfpga.Net("cifar10_quick.prototxt", backend="opencl", precision={"conv1": "float", "*": "fixed16"})
+    source = net.opencl_source()
+    # conv1 pool1 relu1 conv2(+relu2) pool2 conv3(+relu3) pool3: one kernel per stage, ReLUs after convs fused
+    assert source.count("__kernel") == 7
+    assert "#pragma OPENCL EXTENSION cl_intel_channels" in source or "cl_intel_channels" in source
