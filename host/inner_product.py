@@ -16,9 +16,15 @@ Two kinds of pruning:
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,6 +38,79 @@ from cnnfpga.errors import InputError, WeightsError
 #             20% (32)  -> cut-off 0.30 (a little conservative for large batches)
 LIVE_CUTOFF_SINGLE = 0.10
 LIVE_CUTOFF_BATCH = 0.30
+
+
+# OpenBLAS's thread-count entry points under the names its builds export: plain, 64-bit integer
+# (suffix 64_), and the scipy-openblas wheels numpy ships (prefix scipy_)
+OPENBLAS_NAMES = [(f"{prefix}openblas_get_num_threads{suffix}", f"{prefix}openblas_set_num_threads{suffix}")
+                  for prefix in ("", "scipy_") for suffix in ("", "64_", "_64_")]
+
+
+@lru_cache(maxsize=1)
+def openblas_controls():
+    """(get, set) of the OpenBLAS numpy uses, or None (another BLAS, or no /proc to find it in)."""
+    import numpy.linalg  # noqa: F401  (loads numpy's BLAS if nothing has yet)
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in OPENBLAS_NAMES:
+            if hasattr(library, get_name) and hasattr(library, set_name):
+                get, set_ = getattr(library, get_name), getattr(library, set_name)
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, set_
+    return None
+
+
+_blas_lock = threading.Lock()
+_blas_limits = []        # the limits of the blocks in force
+_blas_original = [None]  # the thread count before the first of them
+
+
+@contextmanager
+def blas_threads(limit: int):
+    """Cap numpy's OpenBLAS at `limit` threads inside the block (a no-op with another BLAS).
+
+    Wanted where the inner products overlap OpenCL work on the CPU: OpenBLAS's worker threads spin
+    while they wait, and with PoCL's threads on the same cores the products ran five times slower.
+    Nested and concurrent blocks are fine: the tightest limit in force applies, and the original
+    count comes back when the last block ends.
+    """
+    controls = openblas_controls()
+    if controls is None:
+        yield
+        return
+    get, set_ = controls
+    with _blas_lock:
+        if not _blas_limits:
+            _blas_original[0] = get()
+        _blas_limits.append(limit)
+        set_(min(_blas_limits))
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_limits.remove(limit)
+            set_(min(_blas_limits) if _blas_limits else _blas_original[0])
+
+
+@lru_cache(maxsize=1)
+def host_pool() -> ThreadPoolExecutor:
+    """The threads InnerProduct.forward splits a product over (idle ones block; they never spin)."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cnnfpga-host")
+
+
+def column_parts(columns: int, parts: int) -> list:
+    """[(start, stop)] splitting `columns` into up to `parts` ranges of whole 64-byte lines."""
+    line = 16
+    step = -(-columns // (parts * line)) * line
+    return [(start, min(start + step, columns)) for start in range(0, columns, step)]
 
 
 def gather_pays(live: int, columns: int, batch: int) -> bool:
@@ -102,8 +181,15 @@ class InnerProduct:
             flat[np.argpartition(np.abs(flat), count - 1)[:count]] = 0.0
         return count
 
-    def forward(self, x) -> np.ndarray:
-        """(N, K) float32 -> (N, O) float32; an (N, ...) input is flattened from axis 1, as Caffe does."""
+    def forward(self, x, threads: int = None) -> np.ndarray:
+        """(N, K) float32 -> (N, O) float32; an (N, ...) input is flattened from axis 1, as Caffe does.
+
+        threads: None lets BLAS thread as it likes.  A number splits the output columns over that
+        many host threads, each with a one-thread BLAS: BLAS's own worker threads spin after every
+        call, which hurts whatever else runs on the cores (OpenCL stages, the next image).  Each
+        output stays one dot product over the same inputs, so the thread count changes results by
+        float rounding at most (a BLAS kernel may order a sum by where a column range starts).
+        """
         start = time.perf_counter()
         x = np.asarray(x, dtype=np.float32)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.num_input:
@@ -113,11 +199,22 @@ class InnerProduct:
         live = None
         if self.prune_threshold is not None and x.shape[0]:
             live = np.flatnonzero(np.abs(x).max(axis=0) > self.prune_threshold)
-        if live is not None and gather_pays(len(live), self.num_input, x.shape[0]):
-            out = x[:, live] @ self.weights_t[live]
+        gathered = live is not None and gather_pays(len(live), self.num_input, x.shape[0])
+        if gathered:
+            x = x[:, live]
             self.stats.gathered_calls += 1
+
+        def product(columns: tuple) -> np.ndarray:
+            weights = self.weights_t[:, columns[0]:columns[1]]
+            return x @ (weights[live] if gathered else weights)
+
+        if threads is None:
+            out = product((0, self.num_output))
         else:
-            out = x @ self.weights_t
+            parts = column_parts(self.num_output, threads)
+            with blas_threads(1):
+                out = (product(parts[0]) if len(parts) == 1 else
+                       np.concatenate(list(host_pool().map(product, parts)), axis=1))
         if self.bias is not None:
             out += self.bias
         self.stats.calls += 1

@@ -6,7 +6,7 @@ import pytest
 
 from cnnfpga.errors import InputError, WeightsError
 from cnnfpga.graph import load_graph
-from cnnfpga.host.inner_product import InnerProduct
+from cnnfpga.host.inner_product import InnerProduct, blas_threads, column_parts, openblas_controls
 from cnnfpga.host.softmax import softmax
 from cnnfpga.layers import REGISTRY
 
@@ -98,6 +98,42 @@ def test_batch_sizes_give_the_same_per_image_results():
         np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-5)
     assert layer.stats.images == 32 * 3 and layer.stats.calls == 32 + 4 + 1
     assert layer.stats.seconds > 0
+
+
+@pytest.mark.parametrize("zero_fraction,dead_fraction", [(0.3, 0.0), (0.5, 0.95)])   # dense, gathered
+def test_split_over_threads_gives_the_same_results(zero_fraction, dead_fraction):
+    w, b = layer_weights(1000, 600)
+    layer = InnerProduct(w, b)
+    for batch in (1, 5):
+        x = post_relu(batch, 600, zero_fraction, dead_fraction)
+        single = layer.forward(x, 1)
+        np.testing.assert_allclose(layer.forward(x), single, rtol=1e-5, atol=1e-6)   # BLAS's own threads
+        for threads in (2, 3, 64):
+            np.testing.assert_allclose(layer.forward(x, threads), single, rtol=1e-6, atol=1e-6)
+    assert (layer.stats.gathered_calls > 0) == (dead_fraction > 0)
+
+
+@pytest.mark.parametrize("columns,parts", [(1000, 2), (4096, 2), (10, 4), (17, 3), (4096, 7)])
+def test_column_parts_cover_every_column_once_in_whole_lines(columns, parts):
+    ranges = column_parts(columns, parts)
+    assert 1 <= len(ranges) <= parts
+    assert ranges[0][0] == 0 and ranges[-1][1] == columns
+    assert all(stop == start for (_, stop), (start, _) in zip(ranges, ranges[1:]))
+    assert all(start % 16 == 0 for start, _ in ranges)
+
+
+def test_blas_threads_limits_inside_and_restores_after():
+    controls = openblas_controls()
+    if controls is None:
+        pytest.skip("numpy does not use OpenBLAS here")
+    get, _ = controls
+    before = get()
+    with blas_threads(1):
+        assert get() == 1
+        with blas_threads(max(2, before)):
+            assert get() == 1            # the tightest limit in force applies
+        assert get() == 1
+    assert get() == before
 
 
 def test_flattens_4d_input_and_refuses_wrong_sizes():
