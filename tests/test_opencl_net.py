@@ -100,9 +100,60 @@ def test_stream_overlaps_host_layers_and_gives_the_same_results():
     batches = [random_inputs(graph, seed) for seed in range(3)]
     streamed = list(net.forward_stream(iter(batches)))
     assert len(streamed) == 3
-    for batch, result in zip(batches, streamed):
-        np.testing.assert_array_equal(result["prob"], net.forward(batch)["prob"])
+    for batch, result in zip(batches, streamed):   # forward() splits the products over threads: rounding
+        np.testing.assert_allclose(result["prob"], net.forward(batch)["prob"], rtol=1e-6, atol=1e-7)
     assert net.inner_products["ip1"].stats.calls == 6   # one GEMM per batch, whole batch at once
+
+
+FAST_LAYERS = {  # name: (type, parameter text); each reads "data" (2, 20, 9, 11): 20 channels, not whole words
+    "conv_1x1": ("Convolution", "convolution_param { num_output: 24 kernel_size: 1 }"),
+    "conv_rows_padded": ("Convolution", "convolution_param { num_output: 16 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 stride_h: 1 stride_w: 2 }"),
+    "conv_groups_unpadded": ("Convolution", "convolution_param { num_output: 32 kernel_size: 3 group: 2 dilation: 2 }"),
+    "conv_padded": ("Convolution", "convolution_param { num_output: 40 kernel_size: 3 pad: 1 stride: 2 }"),
+    "pool_max": ("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }"),
+    "pool_ave_pad": ("Pooling", "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }"),
+    "pool_ave_drop": ("Pooling", "pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 }"),
+    "pool_global": ("Pooling", "pooling_param { pool: AVE global_pooling: true }"),
+    "lrn_075": ("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 }"),
+    "lrn_050": ("LRN", "lrn_param { local_size: 3 alpha: 0.1 beta: 0.5 }"),
+    "lrn_100": ("LRN", "lrn_param { local_size: 5 alpha: 0.2 beta: 1 k: 1.5 }"),
+    "lrn_060": ("LRN", "lrn_param { local_size: 7 alpha: 0.4 beta: 0.6 }"),
+}
+
+
+@pytest.fixture(scope="module")
+def fast_layers_net(tmp_path_factory):
+    text = 'name: "fast_layers"\ninput: "data"\ninput_shape { dim: 2 dim: 20 dim: 9 dim: 11 }\n'
+    for name, (kind, param) in FAST_LAYERS.items():
+        text += f'layer {{ name: "{name}" type: "{kind}" bottom: "data" top: "{name}" {param} }}\n'
+    path = tmp_path_factory.mktemp("fast") / "fast_layers.prototxt"
+    path.write_text(text)
+    return quiet_load(path)
+
+
+def test_fast_variant_kernels_match_the_reference(fast_layers_net):
+    """The fast variant's conv (unpadded rows, padded rows, groups), pooling and LRN (each beta form)."""
+    graph = fast_layers_net
+    x = {"data": np.random.default_rng(3).normal(0, 2, graph.inputs["data"]).astype(np.float32)}
+    net = DeviceNet(graph, variant="fast")
+    codes = {code.stage.name: code for code in net.program_code.stages}
+    assert all(codes[name].ndrange for name in FAST_LAYERS if name.startswith("conv"))
+    assert all(codes[name].fast_pool for name in FAST_LAYERS if name.startswith("pool"))
+    assert all(codes[name].per_pixel for name in FAST_LAYERS if name.startswith("lrn"))
+    got, want = net.forward(x), reference.forward(graph, x)
+    for name in FAST_LAYERS:
+        assert relative_error(got[name], want[name]) < 1e-5, name
+    fpga = DeviceNet(graph).forward(x)
+    for name in FAST_LAYERS:   # pooling: the same arithmetic as the FPGA stage, bit for bit
+        if name.startswith("pool"):
+            np.testing.assert_array_equal(got[name], fpga[name], err_msg=name)
+
+
+def test_host_threads_split_the_inner_products_within_rounding():
+    graph = quiet_load(shared_path("models", "cifar10_full", "cifar10_full.prototxt"))
+    x = random_inputs(graph)
+    split = DeviceNet(graph, host_threads=3).forward(x)["prob"]
+    np.testing.assert_allclose(split, DeviceNet(graph, host_threads=1).forward(x)["prob"], rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------------------- half, fixed point

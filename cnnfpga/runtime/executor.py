@@ -1,12 +1,13 @@
 """DeviceNet: runs a Plan -- device segments through OpenCL, host layers on the CPU."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyopencl as cl
 
-from cnnfpga.host.inner_product import InnerProduct
+from cnnfpga.host.inner_product import InnerProduct, blas_threads
 from cnnfpga.host.softmax import softmax
 
 from .. import codegen
@@ -87,12 +88,15 @@ class DeviceNet:
     variant:    "fpga" (every stage the single work-item kernel aoc would get) or "fast" (float
                 convolutions as NDRange GEMM kernels; for CPUs/GPUs, not an FPGA design)
     inject:     {stage index: source text} added to that stage's code (to test build errors)
+    host_threads: threads an inner product is split over in forward() (default: one per CPU);
+                forward_stream uses one, the device's threads have the other cores
     """
 
     def __init__(self, graph, precision="float", device=None, calibration=None, bitstream=None,
                  prune_threshold: float = 0.0, parallelism: dict = None, variant: str = "fpga",
-                 inject: dict = None):
+                 inject: dict = None, host_threads: int = None):
         self.graph = graph
+        self.host_threads = host_threads or os.cpu_count() or 1
         self.plan = partition(graph, precision, parallelism, calibration_statistics(graph, calibration))
         self.device = select_device(device)
         self.context = cl.Context([self.device])
@@ -166,29 +170,40 @@ class DeviceNet:
 
     # -- running ------------------------------------------------------------------------------------
     def forward(self, inputs: dict) -> dict:
-        """Run the net on a batch; returns every blob that was materialised, by Caffe name."""
-        return self._finish(self._run(self.tail, self._run(self.head, dict(check_inputs(self.graph, inputs)))))
+        """Run the net on a batch; returns every blob that was materialised, by Caffe name.
+
+        Nothing overlaps here, so the inner products split their columns over the host's cores
+        (host threads that block when idle; BLAS's own threads spin after each call and would slow
+        the device stages of the next forward down)."""
+        with blas_threads(1):
+            values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
+            return self._finish(self._run(self.tail, values, self.host_threads))
 
     def forward_stream(self, batches):
         """Run a sequence of input dicts, yielding each one's blobs in order.  The host layers after
         the last device segment (the inner products) of batch k run in a thread while the device
-        works on batch k+1; each batch still reaches every inner product in one GEMM."""
-        with ThreadPoolExecutor(max_workers=1) as host:
+        works on batch k+1; each batch still reaches every inner product in one GEMM.
+
+        Batches of one image are the FPGA pipeline's case: each image is processed on its own, and
+        the throughput comes from image k's inner products overlapping image k+1's device stages.
+        While the stream runs, BLAS gets one thread (see cnnfpga.host.inner_product.blas_threads):
+        the device's threads need the other cores."""
+        with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
             pending = None
             for inputs in batches:
                 values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
                 if pending is not None:
                     yield self._finish(pending.result())
-                pending = host.submit(self._run, self.tail, values)
+                pending = host.submit(self._run, self.tail, values, 1)
             if pending is not None:
                 yield self._finish(pending.result())
 
-    def _run(self, steps, values: dict) -> dict:
+    def _run(self, steps, values: dict, host_threads: int = 1) -> dict:
         for step in steps:
             if isinstance(step, Segment):
                 values[step.sink] = self.run_segment(step, values[step.source])
             else:
-                outputs = self.run_host(step, [values[k] for k in step.inputs])
+                outputs = self.run_host(step, [values[k] for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
         return values
 
@@ -244,11 +259,12 @@ class DeviceNet:
         result = from_stream(out, c, segment.stages[-1].precision.outputs)
         return result.reshape((n,) + tuple(segment.stages[-1].layer.out_shapes[0][1:]))
 
-    def run_host(self, step: HostStep, inputs: list) -> list:
-        """Inner products and softmax through cnnfpga.host, anything else through the float reference."""
+    def run_host(self, step: HostStep, inputs: list, threads: int = 1) -> list:
+        """Inner products (over `threads` host threads) and softmax through cnnfpga.host, anything
+        else through the float reference."""
         layer = step.layer
         if layer.name in self.inner_products:
-            return [self.inner_products[layer.name].forward(inputs[0])]
+            return [self.inner_products[layer.name].forward(inputs[0], threads)]
         if layer.type == "Softmax":
             return [softmax(inputs[0], axis=layer.spec.axis)]
         return REGISTRY[layer.type].reference(layer.spec, inputs, layer.blobs)
