@@ -1,25 +1,31 @@
 """AlexNet float32: our OpenCL path (device stages on PoCL + inner products on the host) vs OpenCV dnn.
 
 Both run the bundled AlexNet with the same seeded filler weights (written as a caffemodel for
-OpenCV).  For each batch size, images/second of
-  * ours, "fast" variant: the float convolutions as NDRange register-tiled GEMM kernels (a CPU/GPU
-    kernel, NOT the FPGA design), pool/LRN as the FPGA stages, host inner products overlapping the
-    device work of the next batch (DeviceNet.forward_stream);
-  * ours, "fpga" variant: every stage the single work-item kernel aoc would get, channels emulated
-    (what an FPGA would run; on a CPU it is one work-item per stage);
-  * OpenCV dnn on the CPU (cv2.dnn.readNetFromCaffe, default backend).
-Then per-stage device times from OpenCL profiling events and the outputs' agreement.
+OpenCV).  Images/second, for each batch size:
+  * ours, forward(): one batch after another, nothing overlapped; at batch 1 this is the
+    single-image latency (printed in ms as well);
+  * ours, streamed: DeviceNet.forward_stream over the batches -- the host inner products of batch
+    k overlap the device stages of batch k+1.  At batch 1 every image is still processed on its
+    own (one image through every stage and every inner product), as images arriving one at a time;
+  * OpenCV dnn on the CPU (cv2.dnn.readNetFromCaffe, default backend, its default threads), one
+    batch after another;
+  * at batch 1 also OpenCV with two nets in two threads, one OpenCV thread each (two images in
+    flight: OpenCV's own best batch-1 throughput on this machine);
+  * optionally the "fpga" variant (every stage the single work-item kernel aoc would get).
+Ours is the "fast" variant: float convolutions as NDRange register-tiled kernels, LRN and pooling
+as NDRange kernels (CPU/GPU kernels, NOT the FPGA design).
 
-    python benchmarks/bench_opencl.py [--batches 1 16] [--seconds 8] [--no-fpga]
+The machine may be shared: every configuration is measured in several rounds, taking turns, each
+after waiting (up to --patience seconds) for the other processes to leave the CPUs idle; the best
+round counts.  The load average and the CPU share other processes took are printed.
 
-OpenBLAS gets one thread (unless OPENBLAS_NUM_THREADS is set): its spinning worker threads and
-PoCL's compete for the two cores, which made the host inner products five times slower here.
+    python benchmarks/bench_opencl.py [--batches 1 16] [--seconds 3] [--rounds 5] [--fpga]
 """
 import argparse
 import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy loads OpenBLAS
+import statistics
 import tempfile
+import threading
 import time
 import warnings
 
@@ -32,24 +38,108 @@ from cnnfpga.graph import load_graph
 from cnnfpga.runtime import DeviceNet
 
 
-def images_per_second(run, batch: int, seconds: float) -> float:
-    """Run `run(n_batches)` (which processes n_batches batches) long enough to measure; img/s."""
-    run(1)   # warm up: first-touch allocations, PoCL's kernel compilation
-    n = 1
+def cpu_times():
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return sum(values), values[3] + values[4]   # all, idle + iowait
+
+
+def others_busy(interval: float = 0.25) -> float:
+    """Share of the CPUs that other processes used during `interval` (we sleep meanwhile)."""
+    total0, idle0 = cpu_times()
+    time.sleep(interval)
+    total1, idle1 = cpu_times()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(patience: float, limit: float = 0.05) -> float:
+    """Wait until other processes use under `limit` of the CPUs (at most `patience` s); their share."""
+    deadline = time.time() + patience
+    busy = others_busy()
+    while busy >= limit and time.time() < deadline:
+        busy = others_busy()
+    return busy
+
+
+def rate_of_steps(step, images_per_step: int, seconds: float) -> float:
+    """Images/second of calling step() repeatedly for at least `seconds`."""
+    count, start = 0, time.perf_counter()
     while True:
-        start = time.perf_counter()
-        run(n)
+        step()
+        count += 1
         elapsed = time.perf_counter() - start
-        if elapsed >= seconds or n >= 256:
-            return n * batch / elapsed
-        n = max(n + 1, int(n * seconds / max(elapsed, 1e-3) * 1.1))
+        if elapsed >= seconds:
+            return count * images_per_step / elapsed
+
+
+def rate_of_stream(net, inputs: dict, batch: int, seconds: float) -> float:
+    """Images/second of forward_stream fed for `seconds`, including filling and draining the pipeline."""
+    start = time.perf_counter()
+
+    def arrivals():
+        while time.perf_counter() - start < seconds:
+            yield inputs
+
+    count = sum(1 for _ in net.forward_stream(arrivals()))
+    return count * batch / (time.perf_counter() - start)
+
+
+def rate_of_parallel_opencv(nets, x, seconds: float) -> float:
+    """Images/second of len(nets) threads, each running its own OpenCV net on one batch at a time."""
+    counts = [0] * len(nets)
+    start = time.perf_counter()
+
+    def worker(k):
+        while time.perf_counter() - start < seconds:
+            nets[k].setInput(x)
+            nets[k].forward()
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(nets))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) * x.shape[0] / (time.perf_counter() - start)
+
+
+def opencv_net(prototxt, weights):
+    net = cv2.dnn.readNetFromCaffe(prototxt, weights)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return net
+
+
+def single_threaded_opencv(run):
+    """run(seconds) with OpenCV limited to one thread (a process-wide setting), restored afterwards."""
+    def wrapped(seconds):
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            return run(seconds)
+        finally:
+            cv2.setNumThreads(threads)
+    return wrapped
+
+
+def stage_profile(net, x, repeats: int = 10) -> dict:
+    """Fastest device time of each stage over `repeats` forward() calls, in seconds."""
+    best = {stage.index: float("inf") for stage in net.plan.stages}
+    for _ in range(repeats):
+        net.stage_seconds = dict.fromkeys(net.stage_seconds, 0.0)
+        net.forward({"data": x})
+        for index, seconds in net.stage_seconds.items():
+            best[index] = min(best[index], seconds)
+    return best
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--seconds", type=float, default=8.0, help="minimum measuring time per configuration")
-    parser.add_argument("--no-fpga", action="store_true", help="skip the (slow) FPGA-variant measurement")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per configuration and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per configuration; the best counts")
+    parser.add_argument("--patience", type=float, default=30.0, help="longest wait for idle CPUs before a round")
+    parser.add_argument("--fpga", action="store_true", help="also measure the (slow) FPGA variant")
     args = parser.parse_args()
 
     prototxt = resolve("alexnet.prototxt")
@@ -59,63 +149,77 @@ def main():
     folder = tempfile.mkdtemp(prefix="bench_opencl_")
     weights = os.path.join(folder, "alexnet_fillers.caffemodel")
     write_caffemodel(weights, graph.name, [(l.name, l.type, l.blobs) for l in graph.layers if l.blobs])
-    opencv = cv2.dnn.readNetFromCaffe(prototxt, weights)
-    opencv.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    opencv.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    opencv = opencv_net(prototxt, weights)
+    opencv_pair = [opencv_net(prototxt, weights) for _ in range(2)]
+    load_before = os.getloadavg()
 
-    rows = []
+    results = []
     for batch in args.batches:
         g = graph.reshape({"data": (batch, 3, 227, 227)})
         x = np.random.default_rng(batch).uniform(-100, 100, (batch, 3, 227, 227)).astype(np.float32)
-        fast = DeviceNet(g, variant="fast")
+        ours = DeviceNet(g, variant="fast")
 
-        def run_fast(n):
-            for _ in fast.forward_stream({"data": x} for _ in range(n)):
-                pass
+        def opencv_step():
+            opencv.setInput(x)
+            opencv.forward()
 
-        def run_opencv(n):
-            for _ in range(n):
-                opencv.setInput(x)
-                opencv.forward()
-
-        ours = images_per_second(run_fast, batch, args.seconds)
-        theirs = images_per_second(run_opencv, batch, args.seconds)
-        fast.stage_seconds = dict.fromkeys(fast.stage_seconds, 0.0)
-        prob = fast.forward({"data": x})["prob"]
-        opencv.setInput(x)
-        ref = opencv.forward().reshape(prob.shape)
-        row = dict(batch=batch, ours=ours, opencv=theirs, fast=fast, fpga=None, fpga_rate=None,
-                   err_fast=float(np.abs(prob - ref).max()), err_fpga=None)
-        if not args.no_fpga:   # measured on its own, after the others
+        configs = {  # label: (seconds) -> images/second
+            "ours, forward()": lambda t: rate_of_steps(lambda: ours.forward({"data": x}), batch, t),
+            "ours, streamed": lambda t: rate_of_stream(ours, {"data": x}, batch, t),
+            f"OpenCV dnn, forward() ({cv2.getNumThreads()} threads)": lambda t: rate_of_steps(opencv_step, batch, t),
+        }
+        if batch == 1:
+            configs["OpenCV dnn, 2 nets in 2 threads, 1 thread each"] = single_threaded_opencv(
+                lambda t: rate_of_parallel_opencv(opencv_pair, x, t))
+        if args.fpga:
             fpga = DeviceNet(g, variant="fpga")
-            row["fpga_rate"] = images_per_second(lambda n: [fpga.forward({"data": x}) for _ in range(n)], batch,
-                                                 args.seconds / 2)
-            fpga.stage_seconds = dict.fromkeys(fpga.stage_seconds, 0.0)
-            row["err_fpga"] = float(np.abs(fpga.forward({"data": x})["prob"] - ref).max())
-            row["fpga"] = fpga
-        rows.append(row)
+            configs["ours, FPGA variant, forward()"] = lambda t: rate_of_steps(lambda: fpga.forward({"data": x}),
+                                                                               batch, t)
+        for run in configs.values():   # warm up: first-touch allocations, PoCL's kernel compilation
+            run(0.0)
+        rounds = {label: [] for label in configs}
+        others = []
+        for _ in range(args.rounds):
+            for label, run in configs.items():
+                others.append(wait_until_quiet(args.patience))
+                rounds[label].append(run(args.seconds))
+        wait_until_quiet(args.patience)
+        profile = stage_profile(ours, x)
+        for ip in ours.inner_products.values():
+            ip.stats.__init__()
+        got = ours.forward({"data": x})["prob"]
+        host_ms = sum(ip.stats.seconds for ip in ours.inner_products.values()) * 1e3
+        opencv.setInput(x)
+        want = opencv.forward().reshape(got.shape)
+        results.append(dict(batch=batch, rates={k: max(v) for k, v in rounds.items()}, others=others,
+                            profile=profile, net=ours, host_ms=host_ms, error=float(np.abs(got - want).max())))
 
-    print("AlexNet float32, filler weights, images/second (higher is better)")
-    print(f"{'batch':>5}  {'ours (fast variant)':>19}  {'OpenCV dnn':>10}  {'ratio':>6}  {'ours (FPGA variant)':>19}")
-    for r in rows:
-        fpga_text = f"{r['fpga_rate']:19.2f}" if r["fpga_rate"] is not None else f"{'-':>19}"
-        print(f"{r['batch']:5d}  {r['ours']:19.2f}  {r['opencv']:10.2f}  {r['ours'] / r['opencv']:5.2f}x  {fpga_text}")
-    print("fast variant: NDRange GEMM convolutions for CPUs/GPUs (not an FPGA design); "
-          "FPGA variant: the single work-item stages aoc compiles, channels emulated")
-    for r in rows:
-        fast, fpga = r["fast"], r["fpga"]
-        print(f"\nbatch {r['batch']}: per-stage device time for one batch (OpenCL profiling events), ms")
-        print(f"  {'stage':<8} {'fast':>8} {'fpga':>8}")
-        for stage in fast.plan.stages:
-            fpga_ms = f"{fpga.stage_seconds[stage.index] * 1e3:8.2f}" if fpga is not None else f"{'-':>8}"
-            print(f"  {stage.name:<8} {fast.stage_seconds[stage.index] * 1e3:8.2f} {fpga_ms}")
-        fc6 = fast.inner_products["fc6"].stats
-        host = sum(ip.stats.seconds for ip in fast.inner_products.values()) / max(1, fc6.calls)
-        print(f"  host inner products, per batch (overlapping the device): {host * 1e3:.2f} ms")
-        agreement = f"max |prob - OpenCV prob|: fast {r['err_fast']:.2e}"
-        if r["err_fpga"] is not None:
-            agreement += f", FPGA variant {r['err_fpga']:.2e}"
-        print(f"  {agreement}")
+    print(f"AlexNet float32, filler weights, {os.cpu_count()} CPUs; images/second, best of {args.rounds} rounds "
+          f"of >= {args.seconds:g} s each (higher is better)")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; after: "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for r in results:
+        rates = r["rates"]
+        print(f"\nbatch {r['batch']} (other processes' CPU share just before each round: median "
+              f"{statistics.median(r['others']):.0%}, max {max(r['others']):.0%})")
+        for label, rate in rates.items():
+            extra = f"   = {1e3 / rate:.2f} ms per image" if r["batch"] == 1 and label == "ours, forward()" else ""
+            print(f"  {label:48s} {rate:8.2f}{extra}")
+        opencv_rate = next(v for k, v in rates.items() if k.startswith("OpenCV dnn, forward()"))
+        for label in ("ours, forward()", "ours, streamed"):
+            print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
+        if r["batch"] == 1:
+            print("  (batch 1: every image goes through the whole net on its own; 'streamed' overlaps image k's "
+                  "host inner products with image k+1's device stages)")
+    for r in results:
+        net = r["net"]
+        print(f"\nbatch {r['batch']}: device time per stage, fastest of 10 forward() calls (OpenCL events), ms")
+        for stage in net.plan.stages:
+            print(f"  {stage.name:8s} {r['profile'][stage.index] * 1e3:7.2f}")
+        print(f"  {'sum':8s} {sum(r['profile'].values()) * 1e3:7.2f}")
+        live = ", ".join(f"{name} {ip.stats.live_fraction:.2f}" for name, ip in net.inner_products.items())
+        print(f"  host inner products in one forward(): {r['host_ms']:.2f} ms; live input fraction {live}")
+        print(f"  max |prob - OpenCV prob|: {r['error']:.2e}")
 
 
 if __name__ == "__main__":
