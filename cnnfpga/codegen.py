@@ -80,6 +80,8 @@ class StageCode:
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
+    winograd: tuple = None   # a fast conv as Winograd F(2x2,3x3): (tiles per image, tiles per work-item);
+                             # ndrange's pixels per work-item are then tiles
     per_pixel: bool = False  # fast LRN: one work-item per output pixel
     fast_pool: bool = False  # fast pooling: one work-item per output pixel as well
 
@@ -170,6 +172,49 @@ def fast_constants(stage: Stage) -> dict:
     for name in ("CGP", "CI", "CO", "CI_FLOAT", "CI_LOAD", "CI_SUM", "LB_ROWS"):
         del d[name]
     return d
+
+
+def uses_winograd(stage: Stage) -> bool:
+    """Fast 3x3 stride-1 convolutions run as Winograd F(2x2, 3x3) (kernels/winograd_fast.cl)."""
+    spec = stage.spec
+    return (uses_fast_conv(stage) and spec.kernel_h == spec.kernel_w == 3 and spec.stride_h == spec.stride_w == 1
+            and spec.dilation_h == spec.dilation_w == 1)
+
+
+def winograd_tiles(stage: Stage) -> tuple:
+    """(tile rows, tile columns) of 2x2 output pixels covering one image's output."""
+    _, _, oh, ow = stage.out_shape
+    return -(-oh // 2), -(-ow // 2)
+
+
+def tiles_per_item(tiles: int) -> int:
+    """Register tile height for a GEMM over `tiles` rows: the fewest rows left over, then the tallest
+    (6 to 8 accumulators keep PoCL's AVX-512 code free of spills)."""
+    return min(range(6, 9), key=lambda r: (-(-tiles // r) * r - tiles, -r))
+
+
+def winograd_constants(stage: Stage) -> dict:
+    d = fast_constants(stage)
+    th, tw = winograd_tiles(stage)
+    d.update(TH=th, TW=tw, R=tiles_per_item(th * tw), VSTOREO=f"vstore{d['VO']}")
+    return d
+
+
+# Winograd F(2x2, 3x3): U = G g G^T for each 3x3 filter g
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def winograd_weight_layout(stage: Stage) -> tuple:
+    """(U [16][OPW/VO][CG][VO], bias [OPW]) as winograd_fast.cl reads them, zero padded."""
+    d = winograd_constants(stage)
+    o, vo = stage.weights.shape[0], d["VO"]
+    u = np.einsum("ik,ockl,jl->ijoc", WINOGRAD_G, stage.weights.astype(np.float64), WINOGRAD_G)
+    padded_u = np.zeros((16, d["OPW"], d["CG"]), np.float64)
+    padded_u[:, :o] = u.reshape(16, o, d["CG"])
+    padded_u = padded_u.reshape(16, d["OPW"] // vo, vo, d["CG"]).transpose(0, 1, 3, 2)
+    b = np.zeros(d["OPW"], np.float32)
+    b[:o] = stage.bias
+    return np.ascontiguousarray(padded_u, dtype=np.float32), b
 
 
 def fast_conv_weight_layout(stage: Stage) -> tuple:
@@ -315,7 +360,12 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         code.per_pixel = variant == "fast" and uses_fast_lrn(stage)
         code.fast_pool = variant == "fast" and uses_fast_pool(stage)
         fixed = is_fixed(stage)
-        if fast:
+        if fast and uses_winograd(stage):
+            constants = winograd_constants(stage)
+            code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], constants["R"])
+            code.winograd = (constants["TH"] * constants["TW"], constants["R"])
+            template = "winograd_fast.cl"
+        elif fast:
             constants = fast_constants(stage)
             code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], FAST_ROWS)
             template = "conv_fast.cl"

@@ -110,6 +110,9 @@ FAST_LAYERS = {  # name: (type, parameter text); each reads "data" (2, 20, 9, 11
     "conv_rows_padded": ("Convolution", "convolution_param { num_output: 16 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 stride_h: 1 stride_w: 2 }"),
     "conv_groups_unpadded": ("Convolution", "convolution_param { num_output: 32 kernel_size: 3 group: 2 dilation: 2 }"),
     "conv_padded": ("Convolution", "convolution_param { num_output: 40 kernel_size: 3 pad: 1 stride: 2 }"),
+    "winograd_groups_padded": ("Convolution", "convolution_param { num_output: 32 kernel_size: 3 pad: 1 group: 2 }"),
+    "winograd_unpadded": ("Convolution", "convolution_param { num_output: 24 kernel_size: 3 }"),
+    "winograd_wide_pad": ("Convolution", "convolution_param { num_output: 8 kernel_size: 3 pad: 2 bias_term: false }"),
     "pool_max": ("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }"),
     "pool_ave_pad": ("Pooling", "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }"),
     "pool_ave_drop": ("Pooling", "pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 }"),
@@ -132,12 +135,14 @@ def fast_layers_net(tmp_path_factory):
 
 
 def test_fast_variant_kernels_match_the_reference(fast_layers_net):
-    """The fast variant's conv (unpadded rows, padded rows, groups), pooling and LRN (each beta form)."""
+    """The fast variant's conv (unpadded rows, padded rows, groups; Winograd with odd output sizes),
+    pooling and LRN (each beta form)."""
     graph = fast_layers_net
     x = {"data": np.random.default_rng(3).normal(0, 2, graph.inputs["data"]).astype(np.float32)}
     net = DeviceNet(graph, variant="fast")
     codes = {code.stage.name: code for code in net.program_code.stages}
-    assert all(codes[name].ndrange for name in FAST_LAYERS if name.startswith("conv"))
+    assert all(codes[name].ndrange for name in FAST_LAYERS if name.startswith(("conv", "winograd")))
+    assert {name for name in FAST_LAYERS if codes[name].winograd} == {n for n in FAST_LAYERS if n.startswith("winograd")}
     assert all(codes[name].fast_pool for name in FAST_LAYERS if name.startswith("pool"))
     assert all(codes[name].per_pixel for name in FAST_LAYERS if name.startswith("lrn"))
     got, want = net.forward(x), reference.forward(graph, x)

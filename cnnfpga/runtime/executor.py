@@ -115,6 +115,10 @@ class DeviceNet:
         self.program = build_program(self.context, self.device, self.program_code.source, options,
                                      self._describe_line, bitstream)
         self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
+        # a Winograd stage's two kernels before its main one (the output transform)
+        self.winograd_kernels = {code.stage.index: (getattr(self.program, code.kernel + "_input"),
+                                                    getattr(self.program, code.kernel + "_gemm"))
+                                 for code in self.program_code.stages if code.winograd}
         self.codes = {code.stage.index: code for code in self.program_code.stages}
         # saturated values per stage: the kernels count theirs in this buffer, the host its own
         # conversions (weights, a segment's input) in host_saturation
@@ -143,7 +147,9 @@ class DeviceNet:
         flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
         args = []
         if stage.kind == "conv":
-            weights, bias = (codegen.fast_conv_weight_layout if code.ndrange else codegen.conv_weight_layout)(stage)
+            layout = (codegen.winograd_weight_layout if code.winograd else
+                      codegen.fast_conv_weight_layout if code.ndrange else codegen.conv_weight_layout)
+            weights, bias = layout(stage)
             p = stage.precision
             if codegen.is_fixed(stage):
                 weights, saturated = quantize(weights, p.weights)
@@ -153,7 +159,7 @@ class DeviceNet:
             elif isinstance(p.weights, Half):   # fp16 weights, float arithmetic
                 weights, bias = round_half(weights), round_half(bias)
             args += [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
-            if code.ndrange:   # what the fast conv reads where its window covers padding
+            if code.ndrange and not code.winograd:   # what the fast conv reads where its window covers padding
                 zeros = np.zeros(codegen.fast_zeros_length(stage), np.float32)
                 args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
         if stage.kind == "lrn" and codegen.is_fixed(stage):
@@ -224,6 +230,34 @@ class DeviceNet:
                 for port, (_, c, h, w) in ports}
         return self.buffers[key]
 
+    def _winograd_scratch(self, n: int) -> tuple:
+        """The transformed inputs V and products M of a Winograd stage for n images: one pair, as big
+        as the largest stage needs, shared by all (the queue runs one stage at a time)."""
+        key = ("winograd", n)
+        if key not in self.buffers:
+            sizes = [(16 * n * code.winograd[0] * padded(code.stage.in_shape[1]),
+                      16 * n * code.winograd[0] * code.ndrange[0] * code.ndrange[1])
+                     for code in self.codes.values() if code.winograd]
+            self.buffers[key] = tuple(cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 4 * max(size))
+                                      for size in zip(*sizes))
+        return self.buffers[key]
+
+    def _enqueue_winograd(self, stage, source, sink, n: int) -> list:
+        """Input transform, the 16 GEMMs, output transform (kernels/winograd_fast.cl); their events."""
+        code = self.codes[stage.index]
+        tiles, rows = n * code.winograd[0], code.winograd[1]
+        transformed, products = self._winograd_scratch(n)
+        weights, bias = self.stage_args[stage.index]
+        transform_in, gemm = self.winograd_kernels[stage.index]
+        transform_in.set_args(source, transformed, np.uint32(n))
+        gemm.set_args(transformed, products, weights, np.uint32(n))
+        transform_out = self.kernels[stage.index]
+        transform_out.set_args(products, sink, bias, np.uint32(n))
+        words_in, words_out = padded(stage.in_shape[1]) // 8, padded(stage.out_shape[1]) // 8
+        return [cl.enqueue_nd_range_kernel(self.queue, transform_in, (tiles, words_in), (1, 1)),
+                cl.enqueue_nd_range_kernel(self.queue, gemm, (-(-tiles // rows), code.ndrange[1], 16), (1, 1, 1)),
+                cl.enqueue_nd_range_kernel(self.queue, transform_out, (tiles, words_out), (1, 1))]
+
     def run_segment(self, segment: Segment, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
@@ -236,6 +270,10 @@ class DeviceNet:
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
+            if code.winograd:
+                events += [(stage.index, event) for event in self._enqueue_winograd(
+                    stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
+                continue
             args = [port_buffers[code.source_in.name], port_buffers[code.source_out.name],
                     *self.stage_args[stage.index], np.uint32(n)]
             kernel = self.kernels[stage.index]
