@@ -80,8 +80,8 @@ class StageCode:
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
-    winograd: tuple = None   # a fast conv as Winograd F(2x2,3x3): (tiles per image, tiles per work-item);
-                             # ndrange's pixels per work-item are then tiles
+    winograd: tuple = None   # a fast conv as Winograd F(2x2, r x r): (tiles per image, tiles per work-item,
+                             # transform positions WA*WA); ndrange's pixels per work-item are then tiles
     per_pixel: bool = False  # fast LRN: one work-item per output pixel
     fast_pool: bool = False  # fast pooling: one work-item per output pixel as well
 
@@ -174,11 +174,27 @@ def fast_constants(stage: Stage) -> dict:
     return d
 
 
+# Winograd F(2, r): y = A^T [(G g) * (B^T d)] for r taps g and r + 1 inputs d, two outputs, from
+# Toom-Cook at the points 0, +-1 (, +-2) and infinity; worked out in exact fractions, with the
+# fractions put into G (applied to the weights once, in float64) and B^T kept integral.
+WINOGRAD = {  # r: (A^T, G, B^T)
+    3: ([[1, 1, 1, 0], [0, 1, -1, 1]],
+        [[-1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+        [[-1, 0, 1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]]),
+    5: ([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]],
+        [[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3], [0, 0, 0, 0, 1]],
+        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
+}
+
+
 def uses_winograd(stage: Stage) -> bool:
-    """Fast 3x3 stride-1 convolutions run as Winograd F(2x2, 3x3) (kernels/winograd_fast.cl)."""
+    """Fast square 3x3 and 5x5 stride-1 convolutions run as Winograd F(2x2, r x r)
+    (kernels/winograd_fast.cl): 16 multiplications per 2x2 outputs instead of 36, or 36 instead of 100."""
     spec = stage.spec
-    return (uses_fast_conv(stage) and spec.kernel_h == spec.kernel_w == 3 and spec.stride_h == spec.stride_w == 1
-            and spec.dilation_h == spec.dilation_w == 1)
+    return (uses_fast_conv(stage) and spec.kernel_h == spec.kernel_w and spec.kernel_h in WINOGRAD
+            and spec.stride_h == spec.stride_w == 1 and spec.dilation_h == spec.dilation_w == 1)
 
 
 def winograd_tiles(stage: Stage) -> tuple:
@@ -193,25 +209,36 @@ def tiles_per_item(tiles: int) -> int:
     return min(range(6, 9), key=lambda r: (-(-tiles // r) * r - tiles, -r))
 
 
+def combination_macro(matrix) -> str:
+    """Macro text '(o, v) o[0] = ...; ...' setting o = matrix v for a constant matrix (zero terms
+    left out, +-1 as additions), so that the kernels' transforms cost only what the matrix needs."""
+    rows = []
+    for i, row in enumerate(matrix):
+        terms = [("-" if c < 0 else "+") + (f"v[{j}]" if abs(c) == 1 else f"{c_float(abs(c))} * v[{j}]")
+                 for j, c in enumerate(row) if c != 0]
+        text = " ".join(terms)
+        rows.append(f"o[{i}] = {text[1:] if text.startswith('+') else text};")
+    return "(o, v) " + " ".join(rows)
+
+
 def winograd_constants(stage: Stage) -> dict:
     d = fast_constants(stage)
     th, tw = winograd_tiles(stage)
-    d.update(TH=th, TW=tw, R=tiles_per_item(th * tw), VSTOREO=f"vstore{d['VO']}")
+    a_t, _, b_t = WINOGRAD[d["KH"]]
+    d.update(TH=th, TW=tw, WA=len(b_t), R=tiles_per_item(th * tw), VSTOREO=f"vstore{d['VO']}",
+             B_T=combination_macro(b_t), A_T=combination_macro(a_t))
     return d
 
 
-# Winograd F(2x2, 3x3): U = G g G^T for each 3x3 filter g
-WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
-
 def winograd_weight_layout(stage: Stage) -> tuple:
-    """(U [16][OPW/VO][CG][VO], bias [OPW]) as winograd_fast.cl reads them, zero padded."""
+    """(U [WA*WA][OPW/VO][CG][VO], bias [OPW]) as winograd_fast.cl reads them, zero padded."""
     d = winograd_constants(stage)
-    o, vo = stage.weights.shape[0], d["VO"]
-    u = np.einsum("ik,ockl,jl->ijoc", WINOGRAD_G, stage.weights.astype(np.float64), WINOGRAD_G)
-    padded_u = np.zeros((16, d["OPW"], d["CG"]), np.float64)
-    padded_u[:, :o] = u.reshape(16, o, d["CG"])
-    padded_u = padded_u.reshape(16, d["OPW"] // vo, vo, d["CG"]).transpose(0, 1, 3, 2)
+    o, vo, positions = stage.weights.shape[0], d["VO"], d["WA"] ** 2
+    g = np.array(WINOGRAD[d["KH"]][1], np.float64)
+    u = np.einsum("ik,ockl,jl->ijoc", g, stage.weights.astype(np.float64), g)
+    padded_u = np.zeros((positions, d["OPW"], d["CG"]), np.float64)
+    padded_u[:, :o] = u.reshape(positions, o, d["CG"])
+    padded_u = padded_u.reshape(positions, d["OPW"] // vo, vo, d["CG"]).transpose(0, 1, 3, 2)
     b = np.zeros(d["OPW"], np.float32)
     b[:o] = stage.bias
     return np.ascontiguousarray(padded_u, dtype=np.float32), b
@@ -363,7 +390,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
         if fast and uses_winograd(stage):
             constants = winograd_constants(stage)
             code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], constants["R"])
-            code.winograd = (constants["TH"] * constants["TW"], constants["R"])
+            code.winograd = (constants["TH"] * constants["TW"], constants["R"], constants["WA"] ** 2)
             template = "winograd_fast.cl"
         elif fast:
             constants = fast_constants(stage)
@@ -387,7 +414,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
             STAGE_KERNEL=code.kernel,
             STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
             STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
-        lines += [f"#define {name}{value}" if str(value).startswith(("(a)", "(b)")) else f"#define {name} {value}"
+        lines += [f"#define {name}{value}" if str(value).startswith(("(a)", "(b)", "(o, v)")) else f"#define {name} {value}"
                   for name, value in constants.items()]
         lines.append(f"#define READ_IN() {code.source_in.read()}")
         lines.append(f"#define WRITE_OUT(v) {write}")

@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from cnnfpga import reference
+from cnnfpga import codegen, reference
 from cnnfpga.errors import DeviceError, PrecisionError
 from cnnfpga.graph import load_graph
 from cnnfpga.fixed_reference import forward_fixed
@@ -113,6 +113,8 @@ FAST_LAYERS = {  # name: (type, parameter text); each reads "data" (2, 20, 9, 11
     "winograd_groups_padded": ("Convolution", "convolution_param { num_output: 32 kernel_size: 3 pad: 1 group: 2 }"),
     "winograd_unpadded": ("Convolution", "convolution_param { num_output: 24 kernel_size: 3 }"),
     "winograd_wide_pad": ("Convolution", "convolution_param { num_output: 8 kernel_size: 3 pad: 2 bias_term: false }"),
+    "winograd5_groups_padded": ("Convolution", "convolution_param { num_output: 32 kernel_size: 5 pad: 2 group: 2 }"),
+    "winograd5_unpadded": ("Convolution", "convolution_param { num_output: 16 kernel_size: 5 }"),
     "pool_max": ("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }"),
     "pool_ave_pad": ("Pooling", "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }"),
     "pool_ave_drop": ("Pooling", "pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 }"),
@@ -152,6 +154,14 @@ def test_fast_variant_kernels_match_the_reference(fast_layers_net):
     for name in FAST_LAYERS:   # pooling: the same arithmetic as the FPGA stage, bit for bit
         if name.startswith("pool"):
             np.testing.assert_array_equal(got[name], fpga[name], err_msg=name)
+
+
+@pytest.mark.parametrize("taps", sorted(codegen.WINOGRAD))
+def test_winograd_matrices_compute_a_correlation(taps):
+    a_t, g, b_t = (np.array(m, np.float64) for m in codegen.WINOGRAD[taps])
+    rng = np.random.default_rng(taps)
+    d, w = rng.normal(size=taps + 1), rng.normal(size=taps)
+    np.testing.assert_allclose(a_t @ ((g @ w) * (b_t @ d)), np.correlate(d, w, "valid"), rtol=1e-12, atol=1e-12)
 
 
 def test_host_threads_split_the_inner_products_within_rounding():

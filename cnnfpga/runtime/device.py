@@ -57,6 +57,20 @@ def select_device(selector: str = None):
     return found[0][3]
 
 
+def host_partition(device):
+    """A sub-device of all of `device`'s compute units but one, when `device` is the host's own CPU
+    (so that a stream can leave a core to the host layers); None for other devices, a single core,
+    or a platform that cannot partition."""
+    units = device.max_compute_units
+    if is_fpga(device) or not device.type & cl.device_type.CPU or units < 2:
+        return None
+    try:
+        return device.create_sub_devices([cl.device_partition_property.BY_COUNTS, units - 1,
+                                          cl.device_partition_property.BY_COUNTS_LIST_END])[0]
+    except (cl.Error, cl.LogicError, cl.RuntimeError):
+        return None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CNNFPGA_CACHE") or Path.home() / ".cache" / "cnnfpga")
 
@@ -67,30 +81,32 @@ def cache_key(source: str, options: list, device) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def build_program(context, device, source: str, options: list, describe_line=None, bitstream: str = None):
-    """Build `source` for `device`, reusing a cached binary of the same source and options.
+def build_program(context, devices: list, source: str, options: list, describe_line=None, bitstream: str = None):
+    """Build `source` for `devices` (a device and its sub-devices), reusing a cached binary of the
+    same source and options; the first device names the cache entry.
 
     describe_line(line) -> str names what a source line belongs to (a stage), for build errors.
     bitstream: a prebuilt binary (an aoc .aocx) to load instead of compiling.
     """
+    device = devices[0]
     if bitstream is not None:
         try:
             binary = Path(bitstream).read_bytes()
         except OSError as error:
             raise DeviceError(f"{bitstream}: cannot read the bitstream: {error.strerror or error}") from None
         try:
-            return cl.Program(context, [device], [binary]).build()
+            return cl.Program(context, devices, [binary] * len(devices)).build()
         except cl.Error as error:
             raise DeviceError(f"{bitstream}: the device '{device.name.strip()}' refused the bitstream: {error}") from None
     path = cache_dir() / f"{cache_key(source, options, device)}.bin"
     if path.is_file():
         try:
-            return cl.Program(context, [device], [path.read_bytes()]).build(options=options)
+            return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
         except cl.Error:
             path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
     program = cl.Program(context, source)
     try:
-        program.build(options=options, devices=[device])
+        program.build(options=options, devices=devices)
     except cl.Error as error:
         raise DeviceError(build_failure(program, device, error, describe_line)) from None
     try:

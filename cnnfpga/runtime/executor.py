@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,9 +19,15 @@ from ..partition import HostStep, Segment, padded, partition
 from ..precision import (Fixed, Half, calibrate, dequantize, load_calibration, quantize, quantize_accumulator,
                          round_half)
 from ..reference import check_inputs
-from .device import build_program, is_fpga, select_device
+from .device import build_program, host_partition, is_fpga, select_device
 
 STREAM_DTYPE = {"F32": np.float32, "F16": np.float16, "I32": np.int32}
+# Device and host layers time-sharing all cores of the CPU run at about this fraction of their speeds
+# alone (kernels wait for a descheduled work-group, the inner products' stream evicts the conv
+# weights): measured 0.74 for AlexNet at batch 1, 0.9 at batch 16, on 2 cores.  forward_stream
+# weighs it against a partition of the cores (see DeviceNet.partition_pays).
+SHARED_CORES_EFFICIENCY = 0.75
+TIMED_BATCHES = 3   # a stream times this many batches alone (after one to warm up) before it decides
 
 
 def to_stream(x: np.ndarray, fmt, tag: str) -> tuple:
@@ -99,8 +106,15 @@ class DeviceNet:
         self.host_threads = host_threads or os.cpu_count() or 1
         self.plan = partition(graph, precision, parallelism, calibration_statistics(graph, calibration))
         self.device = select_device(device)
-        self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        # where the device is the host's CPU: a sub-device leaving one core to the host layers (streams)
+        self.partition = host_partition(self.device)
+        devices = [self.device] + ([self.partition] if self.partition is not None else [])
+        self.context = cl.Context(devices)
+        profiling = cl.command_queue_properties.PROFILING_ENABLE
+        self.queue = cl.CommandQueue(self.context, self.device, properties=profiling)
+        self.partition_queue = (cl.CommandQueue(self.context, self.partition, properties=profiling)
+                                if self.partition is not None else None)
+        self.stream_partitioned = {}   # batch size -> did forward_stream partition the cores
         self.program_code = codegen.generate(self.plan, inject, variant)
         fpga = is_fpga(self.device)
         if fpga and variant != "fpga":
@@ -112,7 +126,7 @@ class DeviceNet:
         options = [] if fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
         if variant == "fast":
             options.append("-cl-mad-enable")
-        self.program = build_program(self.context, self.device, self.program_code.source, options,
+        self.program = build_program(self.context, devices, self.program_code.source, options,
                                      self._describe_line, bitstream)
         self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
         # a Winograd stage's two kernels before its main one (the output transform)
@@ -192,22 +206,56 @@ class DeviceNet:
 
         Batches of one image are the FPGA pipeline's case: each image is processed on its own, and
         the throughput comes from image k's inner products overlapping image k+1's device stages.
-        While the stream runs, BLAS gets one thread (see cnnfpga.host.inner_product.blas_threads):
-        the device's threads need the other cores."""
+        The host layers get one thread and BLAS one thread (see blas_threads).  Where the device is
+        the host's own CPU, the first batches of a size run without overlap, to time the device and the
+        host layers (1 + TIMED_BATCHES of them, once per DeviceNet and size); the stream then either
+        shares all cores between them or gives the device stages all cores but one (partition_pays);
+        stream_partitioned[batch size] says which.
+        """
         with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
-            pending = None
+            pending, timed = None, {}   # batch size -> [(device, host seconds)] of this stream
             for inputs in batches:
-                values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
+                n = len(next(iter(inputs.values())))
+                timing = self.partition is not None and n not in self.stream_partitioned
+                queue = self.partition_queue if self.stream_partitioned.get(n) else self.queue
+                start = time.perf_counter()
+                values = self._run(self.head, dict(check_inputs(self.graph, inputs)), queue=queue)
                 if pending is not None:
                     yield self._finish(pending.result())
+                    pending = None
+                if timing:   # alone: a first batch of its size warms up (buffers, PoCL's kernels), then timed ones
+                    device_seconds = time.perf_counter() - start
+                    start = time.perf_counter()
+                    values = self._run(self.tail, values, 1)
+                    times = timed.setdefault(n, [])
+                    times.append((device_seconds, time.perf_counter() - start))
+                    if len(times) > TIMED_BATCHES:
+                        self.stream_partitioned[n] = bool(self.partition_pays(*np.min(times[1:], axis=0)))
+                    yield self._finish(values)
+                    continue
                 pending = host.submit(self._run, self.tail, values, 1)
             if pending is not None:
                 yield self._finish(pending.result())
 
-    def _run(self, steps, values: dict, host_threads: int = 1) -> dict:
+    def partition_pays(self, device_seconds: float, host_seconds: float) -> bool:
+        """Should a stream run its device stages on all cores but one (the host layers on the last),
+        given a batch's device and host-layer times alone?
+
+        Sharing all C cores, the device's threads and the host thread time-share them: a batch every
+        (C * device + host) / C / SHARED_CORES_EFFICIENCY seconds.  Partitioned, the device stages
+        run on C - 1 cores and the host layers on the last: max(device * C / (C - 1), host).  The
+        partition wins where the two take similar times (AlexNet, 2 cores: batch 1, not batch 16).
+        """
+        if self.partition_queue is None:
+            return False
+        cores = self.device.max_compute_units
+        shared = (cores * device_seconds + host_seconds) / cores / SHARED_CORES_EFFICIENCY
+        return max(device_seconds * cores / (cores - 1), host_seconds) < shared
+
+    def _run(self, steps, values: dict, host_threads: int = 1, queue=None) -> dict:
         for step in steps:
             if isinstance(step, Segment):
-                values[step.sink] = self.run_segment(step, values[step.source])
+                values[step.sink] = self.run_segment(step, values[step.source], queue)
             else:
                 outputs = self.run_host(step, [values[k] for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
@@ -235,17 +283,17 @@ class DeviceNet:
         as the largest stage needs, shared by all (the queue runs one stage at a time)."""
         key = ("winograd", n)
         if key not in self.buffers:
-            sizes = [(16 * n * code.winograd[0] * padded(code.stage.in_shape[1]),
-                      16 * n * code.winograd[0] * code.ndrange[0] * code.ndrange[1])
+            sizes = [(code.winograd[2] * n * code.winograd[0] * padded(code.stage.in_shape[1]),
+                      code.winograd[2] * n * code.winograd[0] * code.ndrange[0] * code.ndrange[1])
                      for code in self.codes.values() if code.winograd]
             self.buffers[key] = tuple(cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 4 * max(size))
                                       for size in zip(*sizes))
         return self.buffers[key]
 
-    def _enqueue_winograd(self, stage, source, sink, n: int) -> list:
-        """Input transform, the 16 GEMMs, output transform (kernels/winograd_fast.cl); their events."""
+    def _enqueue_winograd(self, queue, stage, source, sink, n: int) -> list:
+        """Input transform, the GEMMs, output transform (kernels/winograd_fast.cl); their events."""
         code = self.codes[stage.index]
-        tiles, rows = n * code.winograd[0], code.winograd[1]
+        tiles, rows, positions = n * code.winograd[0], code.winograd[1], code.winograd[2]
         transformed, products = self._winograd_scratch(n)
         weights, bias = self.stage_args[stage.index]
         transform_in, gemm = self.winograd_kernels[stage.index]
@@ -254,11 +302,13 @@ class DeviceNet:
         transform_out = self.kernels[stage.index]
         transform_out.set_args(products, sink, bias, np.uint32(n))
         words_in, words_out = padded(stage.in_shape[1]) // 8, padded(stage.out_shape[1]) // 8
-        return [cl.enqueue_nd_range_kernel(self.queue, transform_in, (tiles, words_in), (1, 1)),
-                cl.enqueue_nd_range_kernel(self.queue, gemm, (-(-tiles // rows), code.ndrange[1], 16), (1, 1, 1)),
-                cl.enqueue_nd_range_kernel(self.queue, transform_out, (tiles, words_out), (1, 1))]
+        return [cl.enqueue_nd_range_kernel(queue, transform_in, (words_in, tiles), (1, 1)),
+                cl.enqueue_nd_range_kernel(queue, gemm, (-(-tiles // rows), code.ndrange[1], positions), (1, 1, 1)),
+                cl.enqueue_nd_range_kernel(queue, transform_out, (words_out, tiles), (1, 1))]
 
-    def run_segment(self, segment: Segment, x: np.ndarray) -> np.ndarray:
+    def run_segment(self, segment: Segment, x: np.ndarray, queue=None) -> np.ndarray:
+        """One segment on a batch: x in, its sink blob out (queue: the device's own by default)."""
+        queue = queue or self.queue
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
@@ -266,13 +316,13 @@ class DeviceNet:
         first_stage = segment.stages[0]
         stream, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
         self.host_saturation[first_stage.index] += saturated
-        cl.enqueue_copy(self.queue, port_buffers[first.source_in.name], stream)
+        cl.enqueue_copy(queue, port_buffers[first.source_in.name], stream)
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
             if code.winograd:
                 events += [(stage.index, event) for event in self._enqueue_winograd(
-                    stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
+                    queue, stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
                 continue
             args = [port_buffers[code.source_in.name], port_buffers[code.source_out.name],
                     *self.stage_args[stage.index], np.uint32(n)]
@@ -283,15 +333,15 @@ class DeviceNet:
                 pixels = n * stage.out_shape[2] * stage.out_shape[3]
                 # one work-item per work-group: each already holds a register tile, and PoCL's own
                 # vectorisation across work-items only gets in the way of the float16 arithmetic
-                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (-(-pixels // rows), blocks), (1, 1))
+                event = cl.enqueue_nd_range_kernel(queue, kernel, (-(-pixels // rows), blocks), (1, 1))
             elif code.pixel_kernel:
-                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
+                event = cl.enqueue_nd_range_kernel(queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
             else:
-                event = cl.enqueue_nd_range_kernel(self.queue, kernel, (1,), (1,))
+                event = cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,))
             events.append((stage.index, event))
         _, c, h, w = segment.stages[-1].out_shape
         out = np.empty((n, h, w, padded(c)), STREAM_DTYPE[last.source_out.tag])
-        cl.enqueue_copy(self.queue, out, port_buffers[last.source_out.name])
+        cl.enqueue_copy(queue, out, port_buffers[last.source_out.name])
         for index, event in events:
             self.stage_seconds[index] += (event.profile.end - event.profile.start) * 1e-9
         result = from_stream(out, c, segment.stages[-1].precision.outputs)
