@@ -4,6 +4,7 @@ Weights come from the bundled AlexNet prototxt's fillers; the fc6 input imitates
 (each image with --zeros of its values exactly zero, the rest half-normal).  fc7 and fc8 read the
 previous layer's ReLU output.  One table: milliseconds per image for each layer and configuration,
 the live input fraction the pruning saw, and how far the outputs moved from the dense result.
+"threads": InnerProduct.forward's host threads (row blocks, one-thread BLAS each).
 
     python benchmarks/bench_host_fc.py [--zeros 0.7] [--repeats 5]
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from cnnfpga.bundled import resolve
 from cnnfpga.graph import load_graph
-from cnnfpga.host.inner_product import LIVE_CUTOFF_BATCH, LIVE_CUTOFF_SINGLE, InnerProduct
+from cnnfpga.host.inner_product import LIVE_CUTOFF_BATCH, LIVE_CUTOFF_SINGLE, InnerProduct, blas_threads
 
 LAYERS = ("fc6", "fc7", "fc8")
 
@@ -26,12 +27,12 @@ def pool5_like(n: int, zeros: float, rng) -> np.ndarray:
     return x
 
 
-def run_chain(layers, x):
+def run_chain(layers, x, threads):
     """fc6 -> ReLU -> fc7 -> ReLU -> fc8; returns fc8 and the seconds each layer took."""
     seconds = []
     for i, layer in enumerate(layers):
         start = time.perf_counter()
-        x = layer.forward(x)
+        x = layer.forward(x, threads)
         seconds.append(time.perf_counter() - start)
         if i < len(layers) - 1:
             x = np.maximum(x, 0.0)
@@ -45,11 +46,11 @@ def measure(configs, images, repeats):
     best = [np.full(len(LAYERS), np.inf) for _ in configs]
     outputs = [None] * len(configs)
     for repeat in range(repeats + 1):                # pass 0 warms caches, pages and BLAS threads
-        for c, (_, batch, layers) in enumerate(configs):
+        for c, (_, batch, threads, layers) in enumerate(configs):
             totals = np.zeros(len(LAYERS))
             outs = []
             for start in range(0, len(images), batch):
-                out, seconds = run_chain(layers, images[start:start + batch])
+                out, seconds = run_chain(layers, images[start:start + batch], threads)
                 totals += seconds
                 outs.append(out)
             if repeat:
@@ -72,29 +73,32 @@ def main():
     rng = np.random.default_rng(0)
     images = pool5_like(args.images, args.zeros, rng)
 
-    configs = [  # label, batch, layer options
-        ("dense, batch 1", 1, dict(prune_threshold=None)),
-        ("dense, batch 8", 8, dict(prune_threshold=None)),
-        ("dense, batch 32", 32, dict(prune_threshold=None)),
-        ("activation pruning, batch 1", 1, dict(prune_threshold=0.0)),
-        ("activation pruning, batch 8", 8, dict(prune_threshold=0.0)),
-        ("act. + 50% weight pruning, batch 1", 1, dict(prune_threshold=0.0, weight_prune_fraction=0.5)),
+    configs = [  # label, batch, host threads, layer options
+        ("dense, batch 1", 1, 1, dict(prune_threshold=None)),
+        ("dense, batch 1, 2 threads", 1, 2, dict(prune_threshold=None)),
+        ("dense, batch 8", 8, 1, dict(prune_threshold=None)),
+        ("dense, batch 32", 32, 1, dict(prune_threshold=None)),
+        ("activation pruning, batch 1", 1, 1, dict(prune_threshold=0.0)),
+        ("activation pruning, batch 1, 2 threads", 1, 2, dict(prune_threshold=0.0)),
+        ("activation pruning, batch 8", 8, 1, dict(prune_threshold=0.0)),
+        ("act. + 50% weight pruning, batch 1", 1, 1, dict(prune_threshold=0.0, weight_prune_fraction=0.5)),
     ]
-    built = [(label, batch, [InnerProduct.from_layer(layer, **options) for layer in fc])
-             for label, batch, options in configs]
-    best, outputs = measure(built, images, args.repeats)
+    built = [(label, batch, threads, [InnerProduct.from_layer(layer, **options) for layer in fc])
+             for label, batch, threads, options in configs]
+    with blas_threads(1):   # the threads are the host threads of each configuration
+        best, outputs = measure(built, images, args.repeats)
     print(f"AlexNet fc6/fc7/fc8 on the host, {args.images} images, fc6 input {args.zeros:.0%} zeros, "
           f"gather below {LIVE_CUTOFF_SINGLE:.0%} live (batch 1) / {LIVE_CUTOFF_BATCH:.0%} (batches); ms per image (best of {args.repeats})")
-    header = f"{'configuration':36s}" + "".join(f"{n:>9s}" for n in LAYERS) + f"{'total':>9s}{'img/s':>8s}" \
+    header = f"{'configuration':40s}" + "".join(f"{n:>9s}" for n in LAYERS) + f"{'total':>9s}{'img/s':>8s}" \
              f"{'live fc6/fc7/fc8':>20s}{'fc8 change':>12s}"
     print(header)
     print("-" * len(header))
     reference = outputs[0]
-    for (label, _, layers), per_layer, out in zip(built, best, outputs):
+    for (label, _, _, layers), per_layer, out in zip(built, best, outputs):
         change = np.abs(out - reference).max() / np.abs(reference).max()
         live = "/".join(f"{layer.stats.live_fraction:.2f}" for layer in layers)
         total = per_layer.sum()
-        print(f"{label:36s}" + "".join(f"{t:9.2f}" for t in per_layer) + f"{total:9.2f}{1e3 / total:8.0f}"
+        print(f"{label:40s}" + "".join(f"{t:9.2f}" for t in per_layer) + f"{total:9.2f}{1e3 / total:8.0f}"
               f"{live:>20s}{change:12.1e}")
     print("fc8 change: max |out - dense| / max |dense|.  Weight pruning keeps the weights dense (BLAS gains "
           "nothing from unstructured zeros), so it changes accuracy, not speed.")

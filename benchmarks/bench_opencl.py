@@ -5,7 +5,8 @@ OpenCV).  Images/second, for each batch size:
   * ours, forward(): one batch after another, nothing overlapped; at batch 1 this is the
     single-image latency (printed in ms as well);
   * ours, streamed: DeviceNet.forward_stream over the batches -- the host inner products of batch
-    k overlap the device stages of batch k+1.  At batch 1 every image is still processed on its
+    k overlap the device stages of batch k+1 (the stream picks whether the device stages get all
+    cores but one or share them all; printed).  At batch 1 every image is still processed on its
     own (one image through every stage and every inner product), as images arriving one at a time;
   * OpenCV dnn on the CPU (cv2.dnn.readNetFromCaffe, default backend, its default threads), one
     batch after another;
@@ -208,6 +209,9 @@ def main():
         opencv_rate = next(v for k, v in rates.items() if k.startswith("OpenCV dnn, forward()"))
         for label in ("ours, forward()", "ours, streamed"):
             print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
+        cores = r["net"].device.max_compute_units
+        print(f"  streamed: device stages on " + (f"{cores - 1} of the {cores} cores, host layers on the last"
+              if r["net"].stream_partitioned.get(r["batch"]) else f"all {cores} cores, shared with the host layers"))
         if r["batch"] == 1:
             print("  (batch 1: every image goes through the whole net on its own; 'streamed' overlaps image k's "
                   "host inner products with image k+1's device stages)")

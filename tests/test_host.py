@@ -6,7 +6,7 @@ import pytest
 
 from cnnfpga.errors import InputError, WeightsError
 from cnnfpga.graph import load_graph
-from cnnfpga.host.inner_product import InnerProduct, blas_threads, column_parts, openblas_controls
+from cnnfpga.host.inner_product import InnerProduct, blas_threads, openblas_controls, row_parts
 from cnnfpga.host.softmax import softmax
 from cnnfpga.layers import REGISTRY
 
@@ -43,6 +43,17 @@ def test_pruning_exact_zeros_gives_the_dense_result_and_uses_the_gathered_path()
     assert layer.stats.gathered_calls == 1
     live = np.count_nonzero(np.abs(x).max(axis=0))
     assert layer.stats.live_fraction == pytest.approx(live / 1000)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_gather_in_many_chunks_gives_the_dense_result(monkeypatch, threads):
+    import cnnfpga.host.inner_product as module
+    w, b = layer_weights(48, 500)
+    monkeypatch.setattr(module, "GATHER_CHUNK_BYTES", 48 * 4 * 7)     # 7 rows a chunk: many chunks
+    layer = InnerProduct(w, b)
+    x = post_relu(2, 500, zero_fraction=0.3, dead_fraction=0.9)       # ~10% of the rows live
+    np.testing.assert_allclose(layer.forward(x, threads), x @ w.T + b, rtol=1e-5, atol=1e-5)
+    assert layer.stats.gathered_calls == 1 and 7 < layer.stats.live_columns < 150
 
 
 def test_pruning_skips_the_gather_when_most_columns_are_live():
@@ -109,17 +120,20 @@ def test_split_over_threads_gives_the_same_results(zero_fraction, dead_fraction)
         single = layer.forward(x, 1)
         np.testing.assert_allclose(layer.forward(x), single, rtol=1e-5, atol=1e-6)   # BLAS's own threads
         for threads in (2, 3, 64):
-            np.testing.assert_allclose(layer.forward(x, threads), single, rtol=1e-6, atol=1e-6)
+            split = layer.forward(x, threads)
+            np.testing.assert_allclose(split, single, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(layer.forward(x, threads), split)   # the same threads: the same bits
     assert (layer.stats.gathered_calls > 0) == (dead_fraction > 0)
 
 
-@pytest.mark.parametrize("columns,parts", [(1000, 2), (4096, 2), (10, 4), (17, 3), (4096, 7)])
-def test_column_parts_cover_every_column_once_in_whole_lines(columns, parts):
-    ranges = column_parts(columns, parts)
-    assert 1 <= len(ranges) <= parts
-    assert ranges[0][0] == 0 and ranges[-1][1] == columns
+@pytest.mark.parametrize("rows,parts", [(1000, 2), (9216, 2), (3, 4), (17, 3), (4096, 7)])
+def test_row_parts_cover_every_row_once(rows, parts):
+    ranges = row_parts(rows, parts)
+    assert len(ranges) == min(rows, parts)
+    assert ranges[0][0] == 0 and ranges[-1][1] == rows
     assert all(stop == start for (_, stop), (start, _) in zip(ranges, ranges[1:]))
-    assert all(start % 16 == 0 for start, _ in ranges)
+    sizes = [stop - start for start, stop in ranges]
+    assert max(sizes) - min(sizes) <= 1
 
 
 def test_blas_threads_limits_inside_and_restores_after():
