@@ -4,6 +4,7 @@ A bundled net's file name is enough (it resolves to the package's prototxt/ fold
 brings its trained weights and its preprocessing (channel order, scale, mean, labels) along.
 """
 import argparse
+import logging
 import os
 import sys
 import time
@@ -76,6 +77,7 @@ def make_transformer(net, args, info) -> Transformer:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         net_path = bundled.resolve(args.net)
         info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
         transformer = make_transformer(net, args, info)
         batch = np.stack([transformer.preprocess(name, image) for image in images])
         net.blobs[name].reshape(*batch.shape)
+        net.reshape()
+        net.executor  # build the device program now, so that the time below is the forward alone
         start = time.perf_counter()
         output = net.forward(**{name: batch})[net.outputs[-1]]
         elapsed = time.perf_counter() - start

@@ -1,6 +1,8 @@
 """The pycaffe-shaped Net: blobs, params, forward, reshape, save."""
 from collections import OrderedDict
+import logging
 import os
+import time
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from .graph import load_graph
 
 TRAIN, TEST = 0, 1  # pycaffe's phase constants; only TEST (inference) is supported
 BACKENDS = ("reference", "opencl")
+log = logging.getLogger("cnnfpga")
 
 
 class Blob:
@@ -112,7 +115,12 @@ class Net:
         """The OpenCL executor, built on first use (kernel compilation can take a while)."""
         if self._executor is None and self.backend == "opencl":
             from .runtime import DeviceNet
+            log.info("%s: building the OpenCL program (first build of a design can take a minute; it is cached)",
+                     os.path.basename(self.net_file))
+            start = time.perf_counter()
             self._executor = DeviceNet(self.graph, **self.device_options)
+            log.info("%s: %d device stage(s) ready on %s in %.1f s", os.path.basename(self.net_file),
+                     len(self._executor.plan.stages), self._executor.device.name.strip(), time.perf_counter() - start)
         return self._executor
 
     def reshape(self) -> None:
