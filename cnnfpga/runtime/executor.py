@@ -134,6 +134,8 @@ class DeviceNet:
                                                     getattr(self.program, code.kernel + "_gemm"))
                                  for code in self.program_code.stages if code.winograd}
         self.codes = {code.stage.index: code for code in self.program_code.stages}
+        # fast variant: a float segment input goes to the device as it is and a kernel lays it out
+        self.layout_kernel = self.program.cnnfpga_nchw_to_stream if variant == "fast" else None
         # saturated values per stage: the kernels count theirs in this buffer, the host its own
         # conversions (weights, a segment's input) in host_saturation
         self.host_saturation = {stage.index: 0 for stage in self.plan.stages}
@@ -306,6 +308,18 @@ class DeviceNet:
                 cl.enqueue_nd_range_kernel(queue, gemm, (-(-tiles // rows), code.ndrange[1], positions), (1, 1, 1)),
                 cl.enqueue_nd_range_kernel(queue, transform_out, (words_out, tiles), (1, 1))]
 
+    def _enqueue_layout(self, queue, x: np.ndarray, port) -> None:
+        """Copy an (N, C, H, W) float32 blob to the device unchanged and lay it out there into `port`
+        (kernels/layout_fast.cl): cheaper than transposing and padding it on the host."""
+        n, c, h, w = x.shape
+        key = ("layout", x.size)
+        if key not in self.buffers:
+            self.buffers[key] = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, 4 * x.size)
+        cl.enqueue_copy(queue, self.buffers[key], np.ascontiguousarray(x, np.float32))
+        self.layout_kernel.set_args(self.buffers[key], port, np.int32(c), np.int32(h), np.int32(w),
+                                    np.int32(padded(c) // 8))
+        cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (padded(c) // 8, n * h), (1, 1))
+
     def run_segment(self, segment: Segment, x: np.ndarray, queue=None) -> np.ndarray:
         """One segment on a batch: x in, its sink blob out (queue: the device's own by default)."""
         queue = queue or self.queue
@@ -314,9 +328,12 @@ class DeviceNet:
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
         port_buffers = self._port_buffers(segment, n)
         first_stage = segment.stages[0]
-        stream, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
-        self.host_saturation[first_stage.index] += saturated
-        cl.enqueue_copy(queue, port_buffers[first.source_in.name], stream)
+        if self.layout_kernel is not None and first.source_in.tag == "F32":
+            self._enqueue_layout(queue, x, port_buffers[first.source_in.name])
+        else:
+            stream, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
+            self.host_saturation[first_stage.index] += saturated
+            cl.enqueue_copy(queue, port_buffers[first.source_in.name], stream)
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
