@@ -93,16 +93,36 @@ def test_trained_lenet_classifies_like_the_golden_model():
     assert (got.argmax(1) == want.argmax(1)).all()
 
 
-def test_stream_overlaps_host_layers_and_gives_the_same_results():
+@pytest.mark.parametrize("partitioned", [None, False, True])   # decided by the stream, or set beforehand
+def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
+    from cnnfpga.runtime.executor import TIMED_BATCHES, WARM_UP_BATCHES
     graph = quiet_load(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
     net = DeviceNet(graph)
     assert [step.layer.type for step in net.tail] == ["InnerProduct", "InnerProduct", "Softmax"]
-    batches = [random_inputs(graph, seed) for seed in range(3)]
+    n = graph.inputs["data"][0]
+    if partitioned is not None:
+        if partitioned and net.partition is None:
+            pytest.skip("the OpenCL device cannot be partitioned")
+        net.stream_partitioned[n] = partitioned
+    count = WARM_UP_BATCHES + TIMED_BATCHES + 3   # the last ones overlap, whatever was timed before
+    batches = [random_inputs(graph, seed) for seed in range(count)]
     streamed = list(net.forward_stream(iter(batches)))
-    assert len(streamed) == 3
+    assert len(streamed) == count
     for batch, result in zip(batches, streamed):   # forward() splits the products over threads: rounding
         np.testing.assert_allclose(result["prob"], net.forward(batch)["prob"], rtol=1e-6, atol=1e-7)
-    assert net.inner_products["ip1"].stats.calls == 6   # one GEMM per batch, whole batch at once
+    assert net.inner_products["ip1"].stats.calls == 2 * count   # one GEMM per batch, whole batch at once
+    assert isinstance(net.stream_partitioned.get(n, False), bool)
+
+
+def test_partition_pays_where_device_and_host_layers_take_similar_times():
+    net = DeviceNet(quiet_load(shared_path("models", "lenet", "lenet.prototxt")))
+    if net.partition is None:
+        assert not net.partition_pays(0.006, 0.0095)
+        return
+    cores = net.device.max_compute_units
+    assert net.partition_pays(0.006, 0.006 * cores)               # host layers as long as the device's work
+    assert not net.partition_pays(0.095, 0.040)                   # device dominates (AlexNet batch 16)
+    assert not net.partition_pays(0.001, 0.050)                   # host dominates: no gain from a partition
 
 
 FAST_LAYERS = {  # name: (type, parameter text); each reads "data" (2, 20, 9, 11): 20 channels, not whole words

@@ -27,7 +27,8 @@ STREAM_DTYPE = {"F32": np.float32, "F16": np.float16, "I32": np.int32}
 # weights): measured 0.74 for AlexNet at batch 1, 0.9 at batch 16, on 2 cores.  forward_stream
 # weighs it against a partition of the cores (see DeviceNet.partition_pays).
 SHARED_CORES_EFFICIENCY = 0.75
-TIMED_BATCHES = 3   # a stream times this many batches alone (after one to warm up) before it decides
+WARM_UP_BATCHES, TIMED_BATCHES = 2, 3   # run alone by a stream before it decides how to share the cores
+                                        # (PoCL's first runs of a size are up to twice as slow)
 
 
 def to_stream(x: np.ndarray, fmt, tag: str) -> tuple:
@@ -210,7 +211,7 @@ class DeviceNet:
         the throughput comes from image k's inner products overlapping image k+1's device stages.
         The host layers get one thread and BLAS one thread (see blas_threads).  Where the device is
         the host's own CPU, the first batches of a size run without overlap, to time the device and the
-        host layers (1 + TIMED_BATCHES of them, once per DeviceNet and size); the stream then either
+        host layers (WARM_UP_BATCHES + TIMED_BATCHES, once per DeviceNet and size); the stream then either
         shares all cores between them or gives the device stages all cores but one (partition_pays);
         stream_partitioned[batch size] says which.
         """
@@ -225,14 +226,14 @@ class DeviceNet:
                 if pending is not None:
                     yield self._finish(pending.result())
                     pending = None
-                if timing:   # alone: a first batch of its size warms up (buffers, PoCL's kernels), then timed ones
+                if timing:   # alone: batches of a new size warm up (buffers, PoCL's kernels), then timed ones
                     device_seconds = time.perf_counter() - start
                     start = time.perf_counter()
                     values = self._run(self.tail, values, 1)
                     times = timed.setdefault(n, [])
                     times.append((device_seconds, time.perf_counter() - start))
-                    if len(times) > TIMED_BATCHES:
-                        self.stream_partitioned[n] = bool(self.partition_pays(*np.min(times[1:], axis=0)))
+                    if len(times) == WARM_UP_BATCHES + TIMED_BATCHES:
+                        self.stream_partitioned[n] = self.partition_pays(*np.min(times[WARM_UP_BATCHES:], axis=0))
                     yield self._finish(values)
                     continue
                 pending = host.submit(self._run, self.tail, values, 1)
@@ -244,15 +245,16 @@ class DeviceNet:
         given a batch's device and host-layer times alone?
 
         Sharing all C cores, the device's threads and the host thread time-share them: a batch every
-        (C * device + host) / C / SHARED_CORES_EFFICIENCY seconds.  Partitioned, the device stages
-        run on C - 1 cores and the host layers on the last: max(device * C / (C - 1), host).  The
-        partition wins where the two take similar times (AlexNet, 2 cores: batch 1, not batch 16).
+        (C * device + host) / C / SHARED_CORES_EFFICIENCY seconds, or host seconds if more (the host
+        layers have one thread).  Partitioned, the device stages run on C - 1 cores and the host
+        layers on the last: max(device * C / (C - 1), host).  The partition wins where the two take
+        similar times (AlexNet, 2 cores: batch 1, not batch 16).
         """
         if self.partition_queue is None:
             return False
         cores = self.device.max_compute_units
-        shared = (cores * device_seconds + host_seconds) / cores / SHARED_CORES_EFFICIENCY
-        return max(device_seconds * cores / (cores - 1), host_seconds) < shared
+        shared = max(host_seconds, (cores * device_seconds + host_seconds) / cores / SHARED_CORES_EFFICIENCY)
+        return bool(max(device_seconds * cores / (cores - 1), host_seconds) < shared)
 
     def _run(self, steps, values: dict, host_threads: int = 1, queue=None) -> dict:
         for step in steps:
