@@ -26,6 +26,7 @@ FIXED_TEMPLATES = {"conv": "conv_fixed.cl", "pool": "pool_fixed.cl", "relu": "re
 VARIANTS = ("fpga", "fast")
 FAST_ROWS = 6            # output pixels per work-item in conv_fast.cl
 HEADERS = ("channels.h", "common.h")
+MACRO_PARAMETERS = ("(a)", "(b)", "(o, v)")   # constants starting so are function-like macros
 CHANNEL_DEPTH = 64
 
 
@@ -358,10 +359,11 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
     """One OpenCL source for every device stage of `plan`.
 
     variant "fpga": every stage is a single work-item kernel streaming through channels (what aoc
-    gets, and what PoCL runs with the channels emulated).  "fast": float convolutions become
-    NDRange GEMM kernels (kernels/conv_fast.cl), LRN across channels and float pooling NDRange
-    kernels of one work-item per pixel (kernels/lrn_fast.cl, pool_fast.cl), for CPUs and GPUs;
-    only with emulated channels.
+    gets, and what PoCL runs with the channels emulated).  "fast", for CPUs and GPUs, only with
+    emulated channels: float convolutions become register-tiled NDRange kernels (conv_fast.cl),
+    3x3 and 5x5 stride-1 ones Winograd F(2x2, r x r) (winograd_fast.cl), LRN across channels and
+    float pooling NDRange kernels of one work-item per pixel (lrn_fast.cl, pool_fast.cl), and a
+    kernel lays a segment's float input out as a stream (layout_fast.cl).
 
     inject: {stage index: text} puts extra text into that stage's part of the source (tests use it
     to check that a build error is traced back to its stage).
@@ -416,7 +418,7 @@ def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
             STAGE_KERNEL=code.kernel,
             STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
             STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
-        lines += [f"#define {name}{value}" if str(value).startswith(("(a)", "(b)", "(o, v)")) else f"#define {name} {value}"
+        lines += [f"#define {name}{value}" if str(value).startswith(MACRO_PARAMETERS) else f"#define {name} {value}"
                   for name, value in constants.items()]
         lines.append(f"#define READ_IN() {code.source_in.read()}")
         lines.append(f"#define WRITE_OUT(v) {write}")

@@ -2,13 +2,17 @@
  *
  * Used by the "fast" variant in place of conv.cl; it reads and writes the same stream layout
  * (N, H, W, CP) in global memory that the emulated channels hold, so it slots between FPGA-style
- * stages.  Work-item (b, t) computes R consecutive output pixels x VO output channels (a float16 or
- * float8 accumulator per pixel): each weight vector is loaded once for R pixels, each input value
- * once for VO channels.  Weights are laid out [KH][KW][CG][OPW] (OPW = output channels rounded up
- * to whole VO blocks, zero padded); a block of VO channels never straddles two groups.  `zeros`
- * holds CG zeros, read instead of the input where a window covers the padding.
+ * stages.  Work-item (t, b) computes R consecutive output pixels x VO output channels (a float16 or
+ * float8 accumulator per pixel, fused multiply-adds: PoCL splits mad() into a multiply and an add):
+ * each weight vector is loaded once for R pixels, each input value once for VO channels.  Pixel
+ * tiles vary fastest, so neighbouring work-groups share a block's weights.  Weights are laid out
+ * [OPW/VO][KH][KW][CG][VO] (OPW = output channels rounded up to whole VO blocks, zero padded): a
+ * work-item streams its block's weights in order; a block never straddles two groups.  `zeros`
+ * (codegen.fast_zeros_length) is read instead of the input where a window covers the padding.
+ * Without horizontal padding a window row is wholly inside or outside the input, so the kx and
+ * channel loops run without checks (and, for a first layer's few channels, fully unrolled).
  *
- * Constants: H W C CP OH OW O OP KH KW SH SW PH PW DH DW G CG OG OPW R VO VFLOAT VLOADO VSTOREO,
+ * Constants: H W C CP OH OW O OP KH KW SH SW PH PW DH DW G CG OG OPW R VO VFLOAT VLOADO,
  * FUSE_RELU RELU_SLOPE.
  */
 __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *restrict dst,

@@ -93,8 +93,10 @@ class DeviceNet:
     bitstream:  an aoc-built .aocx for an FPGA (required there: aoc compiles offline)
     prune_threshold: passed to the host inner products
     parallelism: {conv layer name: (ci, co)} overriding the defaults
-    variant:    "fpga" (every stage the single work-item kernel aoc would get) or "fast" (float
-                convolutions as NDRange GEMM kernels; for CPUs/GPUs, not an FPGA design)
+    variant:    "fpga" (every stage the single work-item kernel aoc would get) or "fast" (for CPUs and
+                GPUs, not an FPGA design: float convolutions as register-tiled NDRange kernels, 3x3 and
+                5x5 stride-1 ones as Winograd F(2x2, r x r); float pooling and LRN across channels one
+                work-item per pixel; a segment's float input laid out on the device)
     inject:     {stage index: source text} added to that stage's code (to test build errors)
     host_threads: threads an inner product is split over in forward() (default: one per CPU);
                 forward_stream uses one, the device's threads have the other cores
@@ -195,9 +197,9 @@ class DeviceNet:
     def forward(self, inputs: dict) -> dict:
         """Run the net on a batch; returns every blob that was materialised, by Caffe name.
 
-        Nothing overlaps here, so the inner products split their columns over the host's cores
-        (host threads that block when idle; BLAS's own threads spin after each call and would slow
-        the device stages of the next forward down)."""
+        Nothing overlaps here, so each inner product is split over host_threads host threads (which
+        block when idle; BLAS's own threads spin after each call and slowed the device stages of the
+        next forward twofold), with a one-thread BLAS each."""
         with blas_threads(1):
             values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
             return self._finish(self._run(self.tail, values, self.host_threads))
