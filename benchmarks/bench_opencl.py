@@ -217,9 +217,13 @@ def main():
         opencv_rate = next(v for k, v in rates.items() if k.startswith("OpenCV dnn, forward()"))
         for label in ("ours, forward()", "ours, streamed"):
             print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
-        cores = r["net"].device.max_compute_units
+        net, cores = r["net"], r["net"].device.max_compute_units
         print(f"  streamed: device stages on " + (f"{cores - 1} of the {cores} cores, host layers on the last"
-              if r["net"].stream_partitioned.get(r["batch"]) else f"all {cores} cores, shared with the host layers"))
+              if net.stream_partitioned.get(r["batch"]) else f"all {cores} cores, shared with the host layers"))
+        if r["batch"] in net.stream_timing:
+            device_s, host_s = net.stream_timing[r["batch"]]
+            print(f"  (chosen from a batch alone: device stages {device_s * 1e3:.2f} ms, host layers on one "
+                  f"thread {host_s * 1e3:.2f} ms)")
         if r["batch"] == 1:
             print("  (batch 1: every image goes through the whole net on its own; 'streamed' overlaps image k's "
                   "host inner products with image k+1's device stages)")

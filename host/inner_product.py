@@ -232,8 +232,9 @@ class InnerProduct:
         if threads is None:
             out = product((0, x.shape[1]))
         else:
+            parts = row_parts(x.shape[1], threads)
             with blas_threads(1):
-                partial = list(host_pool().map(product, row_parts(x.shape[1], threads)))
+                partial = [product(parts[0])] if len(parts) == 1 else list(host_pool().map(product, parts))
             out = partial[0]
             for more in partial[1:]:   # a fixed order: the same threads give the same bits
                 out += more

@@ -118,6 +118,7 @@ class DeviceNet:
         self.partition_queue = (cl.CommandQueue(self.context, self.partition, properties=profiling)
                                 if self.partition is not None else None)
         self.stream_partitioned = {}   # batch size -> did forward_stream partition the cores
+        self.stream_timing = {}        # batch size -> (device, host-layer seconds) that decided it
         self.program_code = codegen.generate(self.plan, inject, variant)
         fpga = is_fpga(self.device)
         if fpga and variant != "fpga":
@@ -215,7 +216,7 @@ class DeviceNet:
         the host's own CPU, the first batches of a size run without overlap, to time the device and the
         host layers (WARM_UP_BATCHES + TIMED_BATCHES, once per DeviceNet and size); the stream then either
         shares all cores between them or gives the device stages all cores but one (partition_pays);
-        stream_partitioned[batch size] says which.
+        stream_partitioned[batch size] says which, stream_timing[batch size] from what times.
         """
         with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
             pending, timed = None, {}   # batch size -> [(device, host seconds)] of this stream
@@ -235,7 +236,8 @@ class DeviceNet:
                     times = timed.setdefault(n, [])
                     times.append((device_seconds, time.perf_counter() - start))
                     if len(times) == WARM_UP_BATCHES + TIMED_BATCHES:
-                        self.stream_partitioned[n] = self.partition_pays(*np.min(times[WARM_UP_BATCHES:], axis=0))
+                        self.stream_timing[n] = tuple(np.min(times[WARM_UP_BATCHES:], axis=0))
+                        self.stream_partitioned[n] = self.partition_pays(*self.stream_timing[n])
                     yield self._finish(values)
                     continue
                 pending = host.submit(self._run, self.tail, values, 1)
