@@ -10,6 +10,7 @@ from cnnfpga.errors import DeviceError, PrecisionError
 from cnnfpga.graph import load_graph
 from cnnfpga.fixed_reference import forward_fixed
 from cnnfpga.precision import calibrate, resolve_precision
+from cnnfpga.partition import Segment
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
 from conftest import shared_path
@@ -99,6 +100,7 @@ def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
     graph = quiet_load(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
     net = DeviceNet(graph)
     assert [step.layer.type for step in net.tail] == ["InnerProduct", "InnerProduct", "Softmax"]
+    assert len(net.head) == 1   # one segment: the stream keeps the next batch on the device's queue
     n = graph.inputs["data"][0]
     if partitioned is not None:
         if partitioned and net.partition is None:
@@ -112,6 +114,26 @@ def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
         np.testing.assert_allclose(result["prob"], net.forward(batch)["prob"], rtol=1e-6, atol=1e-7)
     assert net.inner_products["ip1"].stats.calls == 2 * count   # one GEMM per batch, whole batch at once
     assert isinstance(net.stream_partitioned.get(n, False), bool)
+
+
+def test_stream_with_host_layers_between_device_segments(tmp_path):
+    """A head of several segments and a host Concat runs batch by batch (no device look-ahead)."""
+    path = tmp_path / "branches.prototxt"
+    path.write_text("""name: "branches"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 8 dim: 8 }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "b" type: "Convolution" bottom: "data" top: "b" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "ab" type: "Concat" bottom: "a" bottom: "b" top: "ab" }
+layer { name: "c" type: "Convolution" bottom: "ab" top: "c" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_param { num_output: 5 } }
+""")
+    graph = quiet_load(path)
+    net = DeviceNet(graph, variant="fast")
+    assert sum(isinstance(step, Segment) for step in net.head) > 1
+    batches = [random_inputs(graph, seed) for seed in range(9)]
+    for batch, result in zip(batches, net.forward_stream(iter(batches))):
+        np.testing.assert_allclose(result["fc"], net.forward(batch)["fc"], rtol=1e-5, atol=1e-6)
 
 
 def test_partition_pays_where_device_and_host_layers_take_similar_times():

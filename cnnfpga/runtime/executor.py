@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
@@ -68,6 +69,16 @@ def half_error_bound(plan) -> float:
     """
     stages = sum(isinstance(stage.precision.outputs, Half) for stage in plan.stages)
     return (1 + 2 * stages) * HALF_UNIT_ROUNDOFF
+
+
+@dataclass
+class SegmentRun:
+    """A segment enqueued on a batch (DeviceNet.start_segment), for DeviceNet.finish_segment."""
+    segment: Segment
+    events: list          # (stage index, kernel event) for the stages' device times
+    read: object          # the event of the output's copy into `out`
+    out: np.ndarray       # the sink blob in the stream layout, once `read` is complete
+    source: np.ndarray    # the host array the input copy reads: alive until the queue has run it
 
 
 def calibration_statistics(graph, calibration):
@@ -201,6 +212,8 @@ class DeviceNet:
         Nothing overlaps here, so each inner product is split over host_threads host threads (which
         block when idle; BLAS's own threads spin after each call and slowed the device stages of the
         next forward twofold), with a one-thread BLAS each."""
+        if self.partition_queue is not None:   # a suspended stream's batch in flight shares the buffers
+            self.partition_queue.finish()
         with blas_threads(1):
             values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
             return self._finish(self._run(self.tail, values, self.host_threads))
@@ -208,41 +221,74 @@ class DeviceNet:
     def forward_stream(self, batches):
         """Run a sequence of input dicts, yielding each one's blobs in order.  The host layers after
         the last device segment (the inner products) of batch k run in a thread while the device
-        works on batch k+1; each batch still reaches every inner product in one GEMM.
+        works on batch k+1; each batch still reaches every inner product in one GEMM.  Where the
+        device part is one segment, batch k+1 is on the device's queue before batch k's output is
+        read, so the device never waits for this thread to wake up.
 
         Batches of one image are the FPGA pipeline's case: each image is processed on its own, and
         the throughput comes from image k's inner products overlapping image k+1's device stages.
         The host layers get one thread and BLAS one thread (see blas_threads).  Where the device is
-        the host's own CPU, the first batches of a size run without overlap, to time the device and the
-        host layers (WARM_UP_BATCHES + TIMED_BATCHES, once per DeviceNet and size); the stream then either
+        the host's own CPU, the first batches of a size run alone, to time the device and the host
+        layers (WARM_UP_BATCHES + TIMED_BATCHES, once per DeviceNet and size); the stream then either
         shares all cores between them or gives the device stages all cores but one (partition_pays);
         stream_partitioned[batch size] says which, stream_timing[batch size] from what times.
         """
+        one_segment = len(self.head) == 1 and isinstance(self.head[0], Segment)
         with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
-            pending, timed = None, {}   # batch size -> [(device, host seconds)] of this stream
+            pending = ahead = None   # the host layers' future; (values, SegmentRun) queued on the device
+            timed = {}               # batch size -> [(device, host seconds)] of this stream
+
+            def hand_over(values):
+                """Give a batch to the host layers (None: nothing more); the previous batch's blobs."""
+                nonlocal pending
+                done = [] if pending is None else [self._finish(pending.result())]
+                pending = None if values is None else host.submit(self._run, self.tail, values, 1)
+                return done
+
+            def device_finished(started):
+                values, run = started
+                values[run.segment.sink] = self.finish_segment(run)
+                return values
+
             for inputs in batches:
-                n = len(next(iter(inputs.values())))
-                timing = self.partition is not None and n not in self.stream_partitioned
-                queue = self.partition_queue if self.stream_partitioned.get(n) else self.queue
-                start = time.perf_counter()
-                values = self._run(self.head, dict(check_inputs(self.graph, inputs)), queue=queue)
-                if pending is not None:
-                    yield self._finish(pending.result())
-                    pending = None
-                if timing:   # alone: batches of a new size warm up (buffers, PoCL's kernels), then timed ones
-                    device_seconds = time.perf_counter() - start
-                    start = time.perf_counter()
-                    values = self._run(self.tail, values, 1)
-                    times = timed.setdefault(n, [])
-                    times.append((device_seconds, time.perf_counter() - start))
-                    if len(times) == WARM_UP_BATCHES + TIMED_BATCHES:
-                        self.stream_timing[n] = tuple(np.min(times[WARM_UP_BATCHES:], axis=0))
-                        self.stream_partitioned[n] = self.partition_pays(*self.stream_timing[n])
-                    yield self._finish(values)
+                values = dict(check_inputs(self.graph, inputs))
+                n = len(next(iter(values.values())))
+                if self.partition is not None and n not in self.stream_partitioned:
+                    if ahead is not None:   # a new size: what is in flight first, then this batch alone
+                        yield from hand_over(device_finished(ahead))
+                        ahead = None
+                    yield from hand_over(None)
+                    yield self._finish(self._timed_batch(values, timed.setdefault(n, [])))
                     continue
-                pending = host.submit(self._run, self.tail, values, 1)
-            if pending is not None:
-                yield self._finish(pending.result())
+                queue = self.partition_queue if self.stream_partitioned.get(n) else self.queue
+                if one_segment:
+                    segment = self.head[0]
+                    started = (values, self.start_segment(segment, values[segment.source], queue))
+                    if ahead is None:
+                        ahead = started
+                        continue
+                    values, ahead = device_finished(ahead), started
+                else:
+                    values = self._run(self.head, values, queue=queue)
+                yield from hand_over(values)
+            if ahead is not None:
+                yield from hand_over(device_finished(ahead))
+            yield from hand_over(None)
+
+    def _timed_batch(self, values: dict, times: list) -> dict:
+        """A batch run alone, device then host layers (one thread), its times appended to `times`;
+        once enough are in, the stream's way of sharing the cores for this batch size is settled."""
+        n = len(next(iter(values.values())))
+        start = time.perf_counter()
+        values = self._run(self.head, values)
+        device_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        values = self._run(self.tail, values, 1)
+        times.append((device_seconds, time.perf_counter() - start))
+        if len(times) == WARM_UP_BATCHES + TIMED_BATCHES:   # the first ones warm up (buffers, PoCL's kernels)
+            self.stream_timing[n] = tuple(np.min(times[WARM_UP_BATCHES:], axis=0))
+            self.stream_partitioned[n] = self.partition_pays(*self.stream_timing[n])
+        return values
 
     def partition_pays(self, device_seconds: float, host_seconds: float) -> bool:
         """Should a stream run its device stages on all cores but one (the host layers on the last),
@@ -314,20 +360,27 @@ class DeviceNet:
                 cl.enqueue_nd_range_kernel(queue, gemm, (-(-tiles // rows), code.ndrange[1], positions), (1, 1, 1)),
                 cl.enqueue_nd_range_kernel(queue, transform_out, (words_out, tiles), (1, 1))]
 
-    def _enqueue_layout(self, queue, x: np.ndarray, port) -> None:
+    def _enqueue_layout(self, queue, x: np.ndarray, port) -> np.ndarray:
         """Copy an (N, C, H, W) float32 blob to the device unchanged and lay it out there into `port`
-        (kernels/layout_fast.cl): cheaper than transposing and padding it on the host."""
+        (kernels/layout_fast.cl): cheaper than transposing and padding it on the host.  Returns the
+        host array the copy reads, which must live until the queue has run it."""
         n, c, h, w = x.shape
         key = ("layout", x.size)
         if key not in self.buffers:
             self.buffers[key] = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, 4 * x.size)
-        cl.enqueue_copy(queue, self.buffers[key], np.ascontiguousarray(x, np.float32))
+        x = np.ascontiguousarray(x, np.float32)
+        cl.enqueue_copy(queue, self.buffers[key], x, is_blocking=False)
         self.layout_kernel.set_args(self.buffers[key], port, np.int32(c), np.int32(h), np.int32(w),
                                     np.int32(padded(c) // 8))
         cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (padded(c) // 8, n * h), (1, 1))
+        return x
 
     def run_segment(self, segment: Segment, x: np.ndarray, queue=None) -> np.ndarray:
         """One segment on a batch: x in, its sink blob out (queue: the device's own by default)."""
+        return self.finish_segment(self.start_segment(segment, x, queue))
+
+    def start_segment(self, segment: Segment, x: np.ndarray, queue=None) -> "SegmentRun":
+        """Enqueue a segment on a batch without waiting: the input copy, every stage, the output read."""
         queue = queue or self.queue
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
@@ -335,11 +388,11 @@ class DeviceNet:
         port_buffers = self._port_buffers(segment, n)
         first_stage = segment.stages[0]
         if self.layout_kernel is not None and first.source_in.tag == "F32":
-            self._enqueue_layout(queue, x, port_buffers[first.source_in.name])
+            source = self._enqueue_layout(queue, x, port_buffers[first.source_in.name])
         else:
-            stream, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
+            source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
             self.host_saturation[first_stage.index] += saturated
-            cl.enqueue_copy(queue, port_buffers[first.source_in.name], stream)
+            cl.enqueue_copy(queue, port_buffers[first.source_in.name], source, is_blocking=False)
         events = []
         for stage in segment.stages:
             code = self.codes[stage.index]
@@ -364,11 +417,17 @@ class DeviceNet:
             events.append((stage.index, event))
         _, c, h, w = segment.stages[-1].out_shape
         out = np.empty((n, h, w, padded(c)), STREAM_DTYPE[last.source_out.tag])
-        cl.enqueue_copy(queue, out, port_buffers[last.source_out.name])
-        for index, event in events:
+        read = cl.enqueue_copy(queue, out, port_buffers[last.source_out.name], is_blocking=False)
+        return SegmentRun(segment, events, read, out, source)
+
+    def finish_segment(self, run: "SegmentRun") -> np.ndarray:
+        """Wait for a started segment; its sink blob (and its stages' device times counted)."""
+        run.read.wait()
+        for index, event in run.events:
             self.stage_seconds[index] += (event.profile.end - event.profile.start) * 1e-9
-        result = from_stream(out, c, segment.stages[-1].precision.outputs)
-        return result.reshape((n,) + tuple(segment.stages[-1].layer.out_shapes[0][1:]))
+        last = run.segment.stages[-1]
+        result = from_stream(run.out, last.out_shape[1], last.precision.outputs)
+        return result.reshape((len(run.out),) + tuple(last.layer.out_shapes[0][1:]))
 
     def run_host(self, step: HostStep, inputs: list, threads: int = 1) -> list:
         """Inner products (over `threads` host threads) and softmax through cnnfpga.host, anything
