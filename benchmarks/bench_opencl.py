@@ -127,6 +127,21 @@ def single_threaded_opencv(run):
     return wrapped
 
 
+def forced_sharing(net, batch: int, partitioned: bool, run):
+    """run(seconds) with the stream's way of sharing the cores set, then the stream's own choice back."""
+    def wrapped(seconds):
+        chosen = net.stream_partitioned.get(batch)
+        net.stream_partitioned[batch] = partitioned
+        try:
+            return run(seconds)
+        finally:
+            if chosen is None:
+                del net.stream_partitioned[batch]
+            else:
+                net.stream_partitioned[batch] = chosen
+    return wrapped
+
+
 def stage_profile(net, x, repeats: int = 10) -> dict:
     """Fastest device time of each stage over `repeats` forward() calls, in seconds."""
     best = {stage.index: float("inf") for stage in net.plan.stages}
@@ -168,11 +183,17 @@ def main():
             opencv.setInput(x)
             opencv.forward()
 
+        cores = ours.device.max_compute_units
         configs = {  # label: (seconds) -> images/second
             "ours, forward()": lambda t: rate_of_steps(lambda: ours.forward({"data": x}), batch, t),
             "ours, streamed": lambda t: rate_of_stream(ours, {"data": x}, batch, t),
             f"OpenCV dnn, forward() ({cv2.getNumThreads()} threads)": lambda t: rate_of_steps(opencv_step, batch, t),
         }
+        if ours.partition is not None:   # both ways of sharing the cores, whatever the stream picks
+            configs[f"ours, streamed, device on {cores - 1} core(s) (forced)"] = forced_sharing(
+                ours, batch, True, lambda t: rate_of_stream(ours, {"data": x}, batch, t))
+            configs["ours, streamed, all cores shared (forced)"] = forced_sharing(
+                ours, batch, False, lambda t: rate_of_stream(ours, {"data": x}, batch, t))
         if batch == 1:
             configs["OpenCV dnn, 2 nets in 2 threads, 1 thread each"] = single_threaded_opencv(
                 lambda t: rate_of_parallel_opencv(opencv_pair, x, t))
@@ -184,6 +205,7 @@ def main():
         # stream's timing of device and host layers (which then decides how they share the cores)
         for run in configs.values():
             run(0.0)
+        wait_until_quiet(args.patience)   # OpenCV's worker threads spin for a while after a forward
         for _ in ours.forward_stream([{"data": x}] * (WARM_UP_BATCHES + TIMED_BATCHES + 1)):
             pass
         rounds = {label: [] for label in configs}
@@ -213,17 +235,18 @@ def main():
               f"{statistics.median(r['others']):.0%}, max {max(r['others']):.0%})")
         for label, rate in rates.items():
             extra = f"   = {1e3 / rate:.2f} ms per image" if r["batch"] == 1 and label == "ours, forward()" else ""
-            print(f"  {label:48s} {rate:8.2f}{extra}")
+            print(f"  {label:52s} {rate:8.2f}{extra}")
         opencv_rate = next(v for k, v in rates.items() if k.startswith("OpenCV dnn, forward()"))
         for label in ("ours, forward()", "ours, streamed"):
             print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
         net, cores = r["net"], r["net"].device.max_compute_units
-        print(f"  streamed: device stages on " + (f"{cores - 1} of the {cores} cores, host layers on the last"
-              if net.stream_partitioned.get(r["batch"]) else f"all {cores} cores, shared with the host layers"))
+        print(f"  'ours, streamed' chose: device stages on " + (
+            f"{cores - 1} of the {cores} cores, host layers on the last" if net.stream_partitioned.get(r["batch"])
+            else f"all {cores} cores, shared with the host layers"))
         if r["batch"] in net.stream_timing:
             device_s, host_s = net.stream_timing[r["batch"]]
-            print(f"  (chosen from a batch alone: device stages {device_s * 1e3:.2f} ms, host layers on one "
-                  f"thread {host_s * 1e3:.2f} ms)")
+            print(f"  (from a batch alone, before the rounds: device stages {device_s * 1e3:.2f} ms, host layers on "
+                  f"one thread {host_s * 1e3:.2f} ms)")
         if r["batch"] == 1:
             print("  (batch 1: every image goes through the whole net on its own; 'streamed' overlaps image k's "
                   "host inner products with image k+1's device stages)")
