@@ -110,10 +110,11 @@ def host_pool() -> ThreadPoolExecutor:
 
 
 def row_parts(rows: int, parts: int) -> list:
-    """[(start, stop)] splitting `rows` into up to `parts` contiguous ranges of nearly equal size."""
+    """[(start, stop)] splitting `rows` into up to `parts` contiguous ranges of nearly equal size
+    (one empty range for no rows: an input with nothing live still gives its bias)."""
     parts = max(1, min(parts, rows))
     bounds = [rows * i // parts for i in range(parts + 1)]
-    return [(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+    return list(zip(bounds, bounds[1:]))
 
 
 def gather_pays(live: int, columns: int, batch: int) -> bool:

@@ -64,6 +64,13 @@ def test_pruning_skips_the_gather_when_most_columns_are_live():
     assert layer.stats.gathered_calls == 0 and layer.stats.live_fraction > 0.9
 
 
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_nothing_live_gives_the_bias(threads):
+    w, b = layer_weights(20, 50)
+    out = InnerProduct(w, b).forward(np.zeros((3, 50), np.float32), threads)
+    np.testing.assert_array_equal(out, np.broadcast_to(b, (3, 20)))
+
+
 def test_negative_inputs_are_never_skipped():
     # a column that is negative in every image carries signal: the threshold is on the magnitude
     w, b = layer_weights(8, 100)
@@ -128,6 +135,7 @@ def test_split_over_threads_gives_the_same_results(zero_fraction, dead_fraction)
 
 @pytest.mark.parametrize("rows,parts", [(1000, 2), (9216, 2), (3, 4), (17, 3), (4096, 7)])
 def test_row_parts_cover_every_row_once(rows, parts):
+    assert row_parts(0, parts) == [(0, 0)]
     ranges = row_parts(rows, parts)
     assert len(ranges) == min(rows, parts)
     assert ranges[0][0] == 0 and ranges[-1][1] == rows
