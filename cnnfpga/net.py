@@ -57,7 +57,7 @@ class Net:
 
     def __init__(self, net_file, weights=None, backend="reference", *, phase=TEST, seed=0, device=None,
                  precision="float", calibration=None, bitstream=None, prune_threshold=0.0, variant="fpga",
-                 parallelism=None):
+                 parallelism=None, host_threads=None):
         if isinstance(backend, int):  # caffe.Net(proto, weights, caffe.TEST)
             backend, phase = "reference", backend
         if phase != TEST:
@@ -70,7 +70,7 @@ class Net:
         self.backend = backend
         self.graph = load_graph(self.net_file, self.weights_file, seed=seed)
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
-                                   prune_threshold=prune_threshold, parallelism=parallelism,
+                                   prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
                                    calibration=self._calibration_statistics(calibration))
         self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
                                   if layer.blobs)
