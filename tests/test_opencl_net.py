@@ -83,6 +83,18 @@ def test_vgg16_float_matches_golden_model(vgg16_published):
     assert sum(s.kind == "conv" for s in net.plan.stages) == 13
 
 
+@pytest.mark.slow
+def test_vgg16_fixed16_bit_exact_and_half_within_bound(vgg16_published):
+    graph = quiet_load(vgg16_published, input_shapes={"data": (1, 3, 224, 224)})
+    x = random_inputs(graph)
+    net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))
+    for blob in segment_outputs(net):
+        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
+    half, error = check_net(graph, precision="half")
+    assert 0 < error < half_error_bound(half.plan)
+
+
 def test_trained_lenet_classifies_like_the_golden_model():
     graph = quiet_load(shared_path("models", "lenet", "lenet.prototxt"),
                        shared_path("models", "lenet", "lenet_iter_10000.caffemodel"))
@@ -340,3 +352,20 @@ def test_bad_precision_settings(lenet):
         DeviceNet(lenet, precision={"conv9": "fixed16"})
     with pytest.raises(PrecisionError, match="conv1.*shift"):   # accumulator 2^-90 or so, output 2^30
         DeviceNet(lenet, precision={"conv1": "fixed32.60", "pool1": "fixed32.-30"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["caffenet", "googlenet", "squeezenet"])
+def test_branching_and_imagenet_nets_fixed16_bit_exact_and_half_within_bound(name):
+    """The other shared nets at batch 1: fixed16 bit-exact with the fixed golden model (every blob a
+    device segment wrote, saturation counts), half within its documented bound."""
+    folder, prototxt, _ = NETS[name]
+    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = graph.reshape({name: (1,) + tuple(shape[1:]) for name, shape in graph.inputs.items()})
+    x = random_inputs(graph)
+    net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))
+    for blob in segment_outputs(net):
+        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
+    half, error = check_net(graph, precision="half")
+    assert 0 < error < half_error_bound(half.plan), f"{name}: half error {error}"
