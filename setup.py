@@ -13,7 +13,7 @@ setup(
                  "cnnfpga.prototxt": "prototxt"},
     package_data={"cnnfpga.caffe": ["caffe.proto"], "cnnfpga.kernels": ["*.cl", "*.h"],
                   "cnnfpga.prototxt": ["*.prototxt", "*.caffemodel", "*.json", "*.png", "*.md"]},
-    install_requires=["numpy>=1.22", "protobuf>=4.21", "pillow>=9", "pyopencl>=2022.1"],
+    install_requires=["numpy>=1.22", "protobuf>=4.21", "pillow>=9", "pyopencl>=2022.1", "threadpoolctl>=3.1"],
     extras_require={"test": ["pytest>=7", "opencv-python-headless==4.10.0.84"],
                     "progress": ["tqdm"]},
 )

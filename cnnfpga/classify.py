@@ -77,7 +77,10 @@ def make_transformer(net, args, info) -> Transformer:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    progress = logging.StreamHandler(sys.stderr)  # our progress lines only, not other libraries' logs
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("cnnfpga").addHandler(progress)
+    logging.getLogger("cnnfpga").setLevel(logging.INFO)
     try:
         net_path = bundled.resolve(args.net)
         info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}

@@ -18,7 +18,6 @@ Two kinds of pruning:
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import threading
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from cnnfpga.errors import InputError, WeightsError
 
@@ -43,32 +43,11 @@ LIVE_CUTOFF_BATCH = 0.6
 GATHER_CHUNK_BYTES = 1 << 21   # live rows copied at a time: in L2/L3 while BLAS reads them
 
 
-# OpenBLAS's thread-count entry points under the names its builds export: plain, 64-bit integer
-# (suffix 64_), and the scipy-openblas wheels numpy ships (prefix scipy_)
-OPENBLAS_NAMES = [(f"{prefix}openblas_get_num_threads{suffix}", f"{prefix}openblas_set_num_threads{suffix}")
-                  for prefix in ("", "scipy_") for suffix in ("", "64_", "_64_")]
-
-
 @lru_cache(maxsize=1)
-def openblas_controls():
-    """(get, set) of the OpenBLAS numpy uses, or None (another BLAS, or no /proc to find it in)."""
+def blas_controller() -> ThreadpoolController:
+    """threadpoolctl's handle on the BLAS numpy uses (OpenBLAS, MKL or BLIS; empty if none is found)."""
     import numpy.linalg  # noqa: F401  (loads numpy's BLAS if nothing has yet)
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in OPENBLAS_NAMES:
-            if hasattr(library, get_name) and hasattr(library, set_name):
-                get, set_ = getattr(library, get_name), getattr(library, set_name)
-                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                return get, set_
-    return None
+    return ThreadpoolController().select(user_api="blas")
 
 
 _blas_lock = threading.Lock()
@@ -85,22 +64,21 @@ def blas_threads(limit: int):
     Nested and concurrent blocks are fine: the tightest limit in force applies, and the original
     count comes back when the last block ends.
     """
-    controls = openblas_controls()
-    if controls is None:
+    controller = blas_controller()
+    if not controller.lib_controllers:
         yield
         return
-    get, set_ = controls
     with _blas_lock:
         if not _blas_limits:
-            _blas_original[0] = get()
+            _blas_original[0] = max(lib.num_threads for lib in controller.lib_controllers)
         _blas_limits.append(limit)
-        set_(min(_blas_limits))
+        controller.limit(limits=min(_blas_limits))
     try:
         yield
     finally:
         with _blas_lock:
             _blas_limits.remove(limit)
-            set_(min(_blas_limits) if _blas_limits else _blas_original[0])
+            controller.limit(limits=min(_blas_limits) if _blas_limits else _blas_original[0])
 
 
 @lru_cache(maxsize=1)
