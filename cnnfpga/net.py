@@ -69,26 +69,16 @@ class Net:
         self.weights_file = resolve(weights) if weights else None
         self.backend = backend
         self.graph = load_graph(self.net_file, self.weights_file, seed=seed)
+        if backend == "opencl" and calibration is not None:
+            # statistics once, here: the executor is rebuilt whenever the input shape changes
+            from .runtime.executor import calibration_statistics
+            calibration = calibration_statistics(self.graph, calibration)
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
-                                   calibration=self._calibration_statistics(calibration))
+                                   calibration=calibration)
         self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
                                   if layer.blobs)
         self._attach(self.graph)
-
-    def _calibration_statistics(self, calibration):
-        """Input batches (an array for the first input, or {input: array}) become activation statistics here,
-        on a graph reshaped to the batch; files and ready statistics pass through to the runtime."""
-        if calibration is None or isinstance(calibration, (str, os.PathLike)):
-            return calibration
-        if isinstance(calibration, np.ndarray):
-            calibration = {self.inputs[0]: calibration}
-        if all(np.isscalar(v) for v in calibration.values()):
-            return dict(calibration)
-        from .precision import calibrate
-        batch = {name: np.ascontiguousarray(calibration[name], dtype=np.float32) for name in self.inputs
-                 if name in calibration}
-        return calibrate(self.graph.reshape({name: value.shape for name, value in batch.items()}), batch)
 
     # -- structure ---------------------------------------------------------------------------------
     def _attach(self, graph) -> None:

@@ -82,14 +82,27 @@ class SegmentRun:
 
 
 def calibration_statistics(graph, calibration):
-    """None, a JSON file of statistics, a {blob: level} mapping, or input batches to run -> stats."""
+    """None, a JSON file of statistics, a {blob: level} mapping, or input batches -> stats.
+
+    Batches are an array for the net's first input, a {input: array} dict, or a list of such dicts;
+    each runs through the golden model reshaped to its batch size, whatever the net's own batch is.
+    """
     if calibration is None:
         return None
     if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
         return load_calibration(calibration)
+    if isinstance(calibration, np.ndarray):
+        calibration = {next(iter(graph.inputs)): calibration}
     if isinstance(calibration, dict) and all(np.isscalar(v) for v in calibration.values()):
         return {name: float(v) for name, v in calibration.items()}
-    return calibrate(graph, calibration)
+    batches = [calibration] if isinstance(calibration, dict) else list(calibration)
+    stats = {}
+    for batch in batches:
+        batch = {name: np.asarray(value, dtype=np.float32) for name, value in batch.items()}
+        shaped = graph.reshape({name: value.shape for name, value in batch.items()})
+        for blob, level in calibrate(shaped, batch).items():
+            stats[blob] = max(level, stats.get(blob, 0.0))
+    return stats
 
 
 class DeviceNet:
