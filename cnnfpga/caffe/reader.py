@@ -75,16 +75,21 @@ def read_prototxt(path) -> ParsedNet:
     return _filter_test_phase(param, path, lines)
 
 
-def _read_text(path: str) -> str:
+def open_model_file(path: str, kind: str):
+    """`path` opened for binary reading, or a ModelFileError saying why not (`kind`: ".prototxt", ...)."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, expected a .prototxt file") from None
+        raise ModelFileError(f"{path}: is a directory, expected a {kind} file") from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _read_text(path: str) -> str:
+    with open_model_file(path, ".prototxt") as handle:
+        raw = handle.read()
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark some editors add is not part of the text
     except UnicodeDecodeError as e:
@@ -208,15 +213,7 @@ _BLOB_FIELDS = {1: _VARINT, 2: _VARINT, 3: _VARINT, 4: _VARINT, 5: _FIXED32, 6: 
 def read_caffemodel(path) -> list[CaffemodelLayer]:
     """Every layer of a .caffemodel (current `layer` or V1 `layers`), blobs as float32 arrays."""
     path = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, expected a .caffemodel file") from None
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot read: {e.strerror or e}") from None
-    with f:
+    with open_model_file(path, ".caffemodel") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise ModelFileError(f"{path}: empty file")
