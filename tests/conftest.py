@@ -18,6 +18,17 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def filler_graph(path, *args, **kwargs):
+    """load_graph without weights, its "outputs are meaningless" warning silenced: filler weights are the
+    point of these tests."""
+    import warnings
+
+    from cnnfpga.graph import load_graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_graph(str(path), *args, **kwargs)
+
+
 @pytest.fixture
 def shared() -> Path:
     return shared_path()

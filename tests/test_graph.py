@@ -1,7 +1,6 @@
 """The graph: every shared prototxt loads, and every blob's shape is the one OpenCV's Caffe importer computes."""
 import time
 import tracemalloc
-import warnings
 
 import cv2
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from cnnfpga import NetDefinitionError, ResourceError
 from cnnfpga.graph import load_graph
 
-from conftest import shared_path
+from conftest import filler_graph, shared_path
 
 # folder -> prototxt (every prototxt in shared/models except VGG16, which has tests of its own below)
 NETS = {
@@ -26,11 +25,6 @@ VGG16_FILE = "VGG_ILSVRC_16_layers_deploy.prototxt"
 def model(folder: str, name: str = None):
     return shared_path("models", folder, name or NETS[folder])
 
-
-def quiet_load(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "no weights given": intended in these tests
-        return load_graph(*args, **kwargs)
 
 
 def opencv_shapes(prototxt, caffemodel, input_shape) -> dict:
@@ -87,7 +81,7 @@ def test_vgg16_as_stored_is_refused_before_allocating():
     tracemalloc.start()
     started = time.perf_counter()
     with pytest.raises(ResourceError) as error:
-        quiet_load(path, input_shapes={"data": (1, 3, 224, 224)})
+        filler_graph(path, input_shapes={"data": (1, 3, 224, 224)})
     elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -115,7 +109,7 @@ def test_vgg16_as_stored_conv_part_matches_opencv(tmp_path, filler_caffemodel):
                                       ("cifar10_full", "cifar10_full_v1")])
 def test_v1_prototxt_upgrades_to_the_same_graph(new, old):
     """The V1 (`layers`, enum types, input_dim) and current (`layer`, Input layer) files describe one net."""
-    a, b = quiet_load(model(new)), quiet_load(model(old))
+    a, b = filler_graph(model(new)), filler_graph(model(old))
     b = b.reshape({"data": a.inputs["data"]})
     layers_a = [(l.name, l.type, l.bottoms, l.tops, l.spec, l.out_shapes) for l in a.layers if l.type != "Input"]
     layers_b = [(l.name, l.type, l.bottoms, l.tops, l.spec, l.out_shapes) for l in b.layers if l.type != "Input"]
@@ -147,7 +141,7 @@ def test_fillers_are_seeded_per_layer(tmp_path):
     """Same seed, same weights; another seed, other weights; and a layer's weights do not depend on the
     layers around it (each layer draws from its own stream)."""
     path = model("cifar10_quick")
-    a, b, c = quiet_load(path, seed=0), quiet_load(path, seed=0), quiet_load(path, seed=1)
+    a, b, c = filler_graph(path, seed=0), filler_graph(path, seed=0), filler_graph(path, seed=1)
     for la, lb, lc in zip(a.layers, b.layers, c.layers):
         for wa, wb, wc in zip(la.blobs, lb.blobs, lc.blobs):
             np.testing.assert_array_equal(wa, wb)
@@ -156,14 +150,14 @@ def test_fillers_are_seeded_per_layer(tmp_path):
     text = path.read_text()
     shorter = tmp_path / "shorter.prototxt"
     shorter.write_text(text[:text.index('layer {\n  name: "ip2"')])
-    d = quiet_load(shorter, seed=0)
+    d = filler_graph(shorter, seed=0)
     for layer in d.layers:
         for wa, wd in zip(a.layer(layer.name).blobs, layer.blobs):
             np.testing.assert_array_equal(wa, wd)
 
 
 def test_reshape_keeps_weights_and_checks_names():
-    graph = quiet_load(model("alexnet"))
+    graph = filler_graph(model("alexnet"))
     bigger = graph.reshape({"data": (3, 3, 227, 227)})
     assert bigger.shapes["fc8"] == (3, 1000) and bigger.shapes["conv1"] == (3, 96, 55, 55)
     assert bigger.layer("conv1").blobs[0] is graph.layer("conv1").blobs[0]
@@ -176,7 +170,7 @@ def test_reshape_keeps_weights_and_checks_names():
 
 def test_googlenet_structure():
     """Concat of four branches, in-place ReLUs, training-only layers dropped, one output."""
-    graph = quiet_load(model("googlenet"))
+    graph = filler_graph(model("googlenet"))
     concat = graph.layer("inception_3a/output")
     assert concat.type == "Concat" and len(concat.bottoms) == 4
     assert graph.shapes["inception_3a/output"] == (10, 64 + 128 + 32 + 32, 28, 28)

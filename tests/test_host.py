@@ -1,14 +1,13 @@
 """Host layers: the batched, pruned inner product and softmax, against plain numpy."""
-import warnings
 
 import numpy as np
 import pytest
 
 from cnnfpga.errors import InputError, WeightsError
-from cnnfpga.graph import load_graph
 from cnnfpga.host.inner_product import InnerProduct, blas_controller, blas_threads, row_parts
 from cnnfpga.host.softmax import softmax
 from cnnfpga.layers import REGISTRY
+from conftest import filler_graph
 
 RNG = np.random.default_rng(7)
 
@@ -183,9 +182,7 @@ layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 3 d
 layer {{ name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
         inner_product_param {{ num_output: 5 transpose: {str(transpose).lower()} }} }}
 """)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)       # filler weights: intended
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     layer = graph.layer("fc")
     x = RNG.normal(0, 1, (3, 4, 2, 2)).astype(np.float32)
     expected = REGISTRY["InnerProduct"].reference(layer.spec, [x], layer.blobs)[0]

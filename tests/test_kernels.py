@@ -3,14 +3,13 @@
 To keep OpenCL builds few, one net holds many single-layer branches that all read the same input;
 each branch becomes a device segment of its own and every branch's output is checked.
 """
-import warnings
 
 import numpy as np
 import pytest
 
 from cnnfpga import reference
-from cnnfpga.graph import load_graph
 from cnnfpga.runtime import DeviceNet
+from conftest import filler_graph
 
 INPUT = (2, 6, 11, 13)   # 6 channels: not a whole stream word; odd, non-square size
 
@@ -71,9 +70,7 @@ def stage_net_text() -> str:
 def stage_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("stages") / "stages.prototxt"
     path.write_text(stage_net_text())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
     net = DeviceNet(graph)
     return graph, net, net.forward({"data": x}), reference.forward(graph, {"data": x})
@@ -185,9 +182,7 @@ def test_relu_fuses_wherever_the_formats_make_it_exact(tmp_path):
     from cnnfpga.precision import resolve_precision
     path = tmp_path / "fusion.prototxt"
     path.write_text(FUSION_NET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     # float conv -> fixed ReLU; half conv -> float leaky ReLU; float conv -> fixed leaky ReLU
     setting = {"conv_f": "float", "conv_h": "half", "relu_h": "float", "conv_l": "float", "*": "fixed6.2"}
     x = {"data": 3 * np.random.default_rng(2).standard_normal((2, 6, 9, 9)).astype(np.float32)}
@@ -230,9 +225,7 @@ def test_half_stages_count_overflow_to_infinity_like_the_golden_model(tmp_path):
     from cnnfpga.precision import resolve_precision
     path = tmp_path / "overflow.prototxt"
     path.write_text(OVERFLOW_NET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     # inputs up to 30000 fit fp16 (65504 at most); the convolutions and the slope-3 ReLU exceed it
     x = {"data": np.random.default_rng(3).uniform(-30000, 30000, (2, 6, 9, 9)).astype(np.float32)}
     net = DeviceNet(graph, precision="half")

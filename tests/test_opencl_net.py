@@ -1,5 +1,4 @@
 """Whole nets on PoCL (FPGA-variant kernels, emulated channels, host inner products) vs the golden model."""
-import warnings
 
 import numpy as np
 import pyopencl as cl
@@ -7,13 +6,12 @@ import pytest
 
 from cnnfpga import codegen, reference
 from cnnfpga.errors import DeviceError, PrecisionError
-from cnnfpga.graph import load_graph
 from cnnfpga.fixed_reference import forward_fixed
 from cnnfpga.precision import calibrate, resolve_precision
 from cnnfpga.partition import Segment
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
-from conftest import shared_path
+from conftest import filler_graph, shared_path
 
 NETS = {  # name: (folder, prototxt, slow)
     "lenet": ("lenet", "lenet.prototxt", False),
@@ -26,11 +24,6 @@ NETS = {  # name: (folder, prototxt, slow)
     "squeezenet": ("squeezenet_v1.1", "deploy.prototxt", True),
 }
 
-
-def quiet_load(path, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # filler weights: intended
-        return load_graph(str(path), *args, **kwargs)
 
 
 def random_inputs(graph, seed=0) -> dict:
@@ -59,7 +52,7 @@ def check_net(graph, **options):
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if NETS[n][2] else n for n in NETS])
 def test_net_float_matches_golden_model(name):
     folder, prototxt, _ = NETS[name]
-    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = filler_graph(shared_path("models", folder, prototxt))
     net, error = check_net(graph)
     assert error < 1e-4, f"{name}: relative error {error}"
     assert net.plan.stages, "nothing ran on the device"
@@ -69,7 +62,7 @@ def test_net_float_matches_golden_model(name):
 @pytest.mark.parametrize("name", ["alexnet", "googlenet"])
 def test_fast_variant_matches_golden_model(name):
     folder, prototxt, _ = NETS[name]
-    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = filler_graph(shared_path("models", folder, prototxt))
     net, error = check_net(graph, variant="fast")
     assert error < 1e-4
     assert any(code.ndrange for code in net.program_code.stages)
@@ -77,7 +70,7 @@ def test_fast_variant_matches_golden_model(name):
 
 @pytest.mark.slow
 def test_vgg16_float_matches_golden_model(vgg16_published):
-    graph = quiet_load(vgg16_published)
+    graph = filler_graph(vgg16_published)
     net, error = check_net(graph)
     assert error < 1e-4
     assert sum(s.kind == "conv" for s in net.plan.stages) == 13
@@ -85,7 +78,7 @@ def test_vgg16_float_matches_golden_model(vgg16_published):
 
 @pytest.mark.slow
 def test_vgg16_fixed16_bit_exact_and_half_within_bound(vgg16_published):
-    graph = quiet_load(vgg16_published, input_shapes={"data": (1, 3, 224, 224)})
+    graph = filler_graph(vgg16_published, input_shapes={"data": (1, 3, 224, 224)})
     x = random_inputs(graph)
     net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))
     for blob in segment_outputs(net):
@@ -96,7 +89,7 @@ def test_vgg16_fixed16_bit_exact_and_half_within_bound(vgg16_published):
 
 
 def test_trained_lenet_classifies_like_the_golden_model():
-    graph = quiet_load(shared_path("models", "lenet", "lenet.prototxt"),
+    graph = filler_graph(shared_path("models", "lenet", "lenet.prototxt"),
                        shared_path("models", "lenet", "lenet_iter_10000.caffemodel"))
     x = random_inputs(graph)
     x["data"] = (x["data"] + 1) / 2
@@ -109,7 +102,7 @@ def test_trained_lenet_classifies_like_the_golden_model():
 @pytest.mark.parametrize("partitioned", [None, False, True])   # decided by the stream, or set beforehand
 def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
     from cnnfpga.runtime.executor import TIMED_BATCHES, WARM_UP_BATCHES
-    graph = quiet_load(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
+    graph = filler_graph(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
     net = DeviceNet(graph)
     assert [step.layer.type for step in net.tail] == ["InnerProduct", "InnerProduct", "Softmax"]
     assert len(net.head) == 1   # one segment: the stream keeps the next batch on the device's queue
@@ -140,7 +133,7 @@ layer { name: "ab" type: "Concat" bottom: "a" bottom: "b" top: "ab" }
 layer { name: "c" type: "Convolution" bottom: "ab" top: "c" convolution_param { num_output: 8 kernel_size: 3 } }
 layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_param { num_output: 5 } }
 """)
-    graph = quiet_load(path)
+    graph = filler_graph(path)
     net = DeviceNet(graph, variant="fast")
     assert sum(isinstance(step, Segment) for step in net.head) > 1
     batches = [random_inputs(graph, seed) for seed in range(9)]
@@ -149,7 +142,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_para
 
 
 def test_partition_pays_where_device_and_host_layers_take_similar_times():
-    net = DeviceNet(quiet_load(shared_path("models", "lenet", "lenet.prototxt")))
+    net = DeviceNet(filler_graph(shared_path("models", "lenet", "lenet.prototxt")))
     if net.partition is None:
         assert not net.partition_pays(0.006, 0.0095)
         return
@@ -187,7 +180,7 @@ def fast_layers_net(tmp_path_factory):
         text += f'layer {{ name: "{name}" type: "{kind}" bottom: "data" top: "{name}" {param} }}\n'
     path = tmp_path_factory.mktemp("fast") / "fast_layers.prototxt"
     path.write_text(text)
-    return quiet_load(path)
+    return filler_graph(path)
 
 
 def test_fast_variant_kernels_match_the_reference(fast_layers_net):
@@ -219,7 +212,7 @@ def test_winograd_matrices_compute_a_correlation(taps):
 
 
 def test_host_threads_split_the_inner_products_within_rounding():
-    graph = quiet_load(shared_path("models", "cifar10_full", "cifar10_full.prototxt"))
+    graph = filler_graph(shared_path("models", "cifar10_full", "cifar10_full.prototxt"))
     x = random_inputs(graph)
     split = DeviceNet(graph, host_threads=3).forward(x)["prob"]
     np.testing.assert_allclose(split, DeviceNet(graph, host_threads=1).forward(x)["prob"], rtol=1e-6, atol=1e-7)
@@ -230,7 +223,7 @@ def test_host_threads_split_the_inner_products_within_rounding():
 @pytest.mark.parametrize("name", ["lenet", "cifar10_full", pytest.param("alexnet", marks=pytest.mark.slow)])
 def test_net_half_within_the_documented_bound(name):
     folder, prototxt, _ = NETS[name]
-    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = filler_graph(shared_path("models", folder, prototxt))
     net, error = check_net(graph, precision="half")
     bound = half_error_bound(net.plan)
     assert 0 < error < bound, f"{name}: half error {error}, bound {bound}"
@@ -254,7 +247,7 @@ def check_fixed(graph, setting, x, stats=None):
                                           pytest.param("alexnet", "fixed16", marks=pytest.mark.slow)])
 def test_net_fixed_is_bit_exact_with_the_golden_model(name, setting):
     folder, prototxt, _ = NETS[name]
-    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = filler_graph(shared_path("models", folder, prototxt))
     x = random_inputs(graph)
     stats = calibrate(graph, x)
     net, got, golden = check_fixed(graph, setting, x, stats)
@@ -266,7 +259,7 @@ def test_net_fixed_is_bit_exact_with_the_golden_model(name, setting):
 
 
 def test_trained_lenet_fixed8_saturates_and_counts_like_the_golden_model():
-    graph = quiet_load(shared_path("models", "lenet", "lenet.prototxt"),
+    graph = filler_graph(shared_path("models", "lenet", "lenet.prototxt"),
                        shared_path("models", "lenet", "lenet_iter_10000.caffemodel"))
     x = {"data": (random_inputs(graph)["data"] + 1) / 2}
     net, got, golden = check_fixed(graph, "fixed8.6", x)   # +-2: the convolutions of trained weights overflow it
@@ -277,7 +270,7 @@ def test_trained_lenet_fixed8_saturates_and_counts_like_the_golden_model():
 
 
 def test_mixed_precision_converts_at_stage_boundaries():
-    graph = quiet_load(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
+    graph = filler_graph(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
     x = random_inputs(graph)
     stats = calibrate(graph, x)
     setting = {"conv1": "float", "*": "fixed16"}
@@ -298,7 +291,7 @@ def test_mixed_precision_converts_at_stage_boundaries():
 
 @pytest.fixture(scope="module")
 def lenet():
-    return quiet_load(shared_path("models", "lenet", "lenet.prototxt"))
+    return filler_graph(shared_path("models", "lenet", "lenet.prototxt"))
 
 
 def test_no_platform_says_how_to_install_pocl(monkeypatch, lenet):
@@ -360,7 +353,7 @@ def test_branching_and_imagenet_nets_fixed16_bit_exact_and_half_within_bound(nam
     """The other shared nets at batch 1: fixed16 bit-exact with the fixed golden model (every blob a
     device segment wrote, saturation counts), half within its documented bound."""
     folder, prototxt, _ = NETS[name]
-    graph = quiet_load(shared_path("models", folder, prototxt))
+    graph = filler_graph(shared_path("models", folder, prototxt))
     graph = graph.reshape({name: (1,) + tuple(shape[1:]) for name, shape in graph.inputs.items()})
     x = random_inputs(graph)
     net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))

@@ -10,13 +10,11 @@ from cnnfpga.layers import REGISTRY
 from cnnfpga.partition import HostStep, Segment, fold_batch_norm, partition
 from cnnfpga.precision import Fixed, frac_bits_for
 
-from conftest import shared_path
+from conftest import filler_graph, shared_path
 
 
 def quiet_load(folder, name="deploy.prototxt"):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return load_graph(str(shared_path("models", folder, name)))
+    return filler_graph(shared_path("models", folder, name))
 
 
 def test_alexnet_is_one_segment_with_relus_fused():

@@ -2,7 +2,6 @@
 against exact integer / rational arithmetic and the float reference."""
 import json
 import math
-import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -24,7 +23,7 @@ from cnnfpga.precision import (Fixed, FixedAuto, Float, Half, LayerPrecision, ca
 from cnnfpga.reference import forward
 from cnnfpga.runtime import DeviceNet
 
-from conftest import shared_path
+from conftest import filler_graph, shared_path
 
 RNG = np.random.default_rng(1234)
 
@@ -446,9 +445,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "pool2" top: "fc" inner_product_
 def small_net(tmp_path_factory):
     path = tmp_path_factory.mktemp("net") / "small.prototxt"
     path.write_text(SMALL_NET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)     # filler weights: intended
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     data = {"data": RNG.normal(0, 1, (2, 3, 12, 12)).astype(np.float32)}
     return graph, data
 
@@ -516,9 +513,7 @@ layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param 
 layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 2 kernel_size: 1 } }
 layer { name: "c" type: "Convolution" bottom: "a" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }
 """)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     stats = {"data": 1.0, "a": 2.0, "b": 3.0, "c": 3.0}
     with pytest.raises(PrecisionError, match=r"branch\.prototxt.*blob 'a'"):
         resolve_precision(graph, {"b": "fixed16", "c": "fixed8", "*": "fixed16"}, stats)
@@ -586,9 +581,7 @@ layer { name: "pool" type: "Pooling" bottom: "scale" top: "pool" pooling_param {
 def test_batch_norm_folds_before_formats_are_chosen_and_the_golden_model_follows(tmp_path):
     path = tmp_path / "bn.prototxt"
     path.write_text(BN_NET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(path))
+    graph = filler_graph(path)
     data = {"data": RNG.normal(0, 1, (2, 3, 10, 10)).astype(np.float32)}
     folded, names = fold_batch_norms(graph)
     assert names == {"conv": ["bn", "scale"]}
@@ -617,9 +610,7 @@ def test_batch_norm_folds_before_formats_are_chosen_and_the_golden_model_follows
 
 @pytest.mark.slow
 def test_resnet50_fixed16_on_the_device_is_bit_exact_with_the_golden_model():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        graph = load_graph(str(shared_path("models", "resnet50", "deploy.prototxt")))
+    graph = filler_graph(shared_path("models", "resnet50", "deploy.prototxt"))
     data = {"data": RNG.uniform(-1, 1, graph.inputs["data"]).astype(np.float32)}
     stats = calibrate(graph, data)
     net = DeviceNet(graph, precision="fixed16", calibration=stats)
