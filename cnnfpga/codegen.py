@@ -1,12 +1,17 @@
-"""Plan -> one OpenCL source: the stage templates of kernels/ instantiated with per-stage constants.
+"""Plan + Design -> one OpenCL source: the stage templates of kernels/ instantiated with the numbers
+the design computed.
 
-Each stage's template is wrapped in #define / #undef of its constants (geometry, parallelism,
-stream macros), so any number of conv stages coexist in one source under their own kernel names.
-The channels between the stages of a segment are declared at the top (Intel FPGA channels; with
--D CNNFPGA_EMULATE_CHANNELS they turn into __global buffer arguments, see kernels/channels.h).
+Each stage's template is wrapped in #define / #undef of its constants (the kind module's numbers,
+the C types and value macros of its formats, its ports), so any number of stages coexist in one
+source under their own kernel names.  At the top: one word type per stream (a struct of the edge's
+width in its storage type) and the channels between the stages of a segment with the depths the
+design chose (Intel FPGA channels; with -D CNNFPGA_EMULATE_CHANNELS global buffers, see
+kernels/channels.h).  Nothing here computes a schedule or a size: it renders the design.
 
 Kernel arguments, in order: the input port, the output port (channel or DDR buffer; channels
-vanish on the FPGA), then the stage's own arguments (weights, bias, ...), then n_images.
+vanish on the FPGA), the kind's host arrays (weights and biases, or a table), its on-chip arrays
+(emulation only: global scratch buffers), the statistics buffer, n_images.  The fast variant's
+NDRange kernels (cnnfpga.fast) take their own arguments.
 """
 from __future__ import annotations
 
@@ -14,62 +19,65 @@ from dataclasses import dataclass
 from importlib import resources
 import re
 
-import numpy as np
-
+from . import fast
+from .design import kind
+from .device_constants import FACTOR_FRAC, LEAKY_SLOPE_FRAC, LRN_MANTISSA_BITS, leaky_slope_constant
 from .errors import PrecisionError
-from .fixed_reference import FACTOR_FRAC, LEAKY_SLOPE_FRAC, leaky_slope_constant
-from .partition import WORD, Plan, Segment, Stage, padded
-from .precision import MAX_SHIFT, Fixed, Float, Half
+from .csource import Function, c_float, define, inverse_power
+from .placement import Plan, Stage
+from .precision import MAX_SHIFT, Fixed, Half, storage_bits
 
-TEMPLATES = {"conv": "conv.cl", "pool": "pool.cl", "relu": "relu.cl", "lrn": "lrn.cl"}
-FIXED_TEMPLATES = {"conv": "conv_fixed.cl", "pool": "pool_fixed.cl", "relu": "relu_fixed.cl", "lrn": "lrn_fixed.cl"}
 VARIANTS = ("fpga", "fast")
-FAST_ROWS = 6            # output pixels per work-item in conv_fast.cl
 HEADERS = ("channels.h", "common.h")
-MACRO_PARAMETERS = ("(a)", "(b)", "(o, v)")   # constants starting so are function-like macros
-CHANNEL_DEPTH = 64
+C_TYPES = {"float32": "float", "uint16": "ushort", "int8": "char", "int16": "short", "int32": "int"}
 
 
 def kernel_text(name: str) -> str:
     return resources.files("cnnfpga.kernels").joinpath(name).read_text()
 
 
-def stream_tag(fmt) -> str:
-    """The element format of a stream carrying values in `fmt` (see kernels/channels.h)."""
-    if isinstance(fmt, Fixed):
-        return "I32"
-    return "F16" if isinstance(fmt, Half) else "F32"
-
-
-def c_float(value: float) -> str:
-    """A float32 constant as an OpenCL C literal that reads back to the same float32."""
-    text = repr(float(np.float32(value)))
-    if "e" not in text and "." not in text:
-        text += ".0"
-    return f"({text}f)"
-
-
 def identifier(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
+def storage_type(fmt) -> str:
+    """The C type a value of `fmt` is stored in: float, ushort (fp16 bits), char, short or int."""
+    if isinstance(fmt, Fixed):
+        return {8: "char", 16: "short", 32: "int"}[storage_bits(fmt)]
+    return "ushort" if isinstance(fmt, Half) else "float"
+
+
+def tag(fmt) -> str:
+    return "FIXED" if isinstance(fmt, Fixed) else "F16" if isinstance(fmt, Half) else "F32"
+
+
 @dataclass
 class Port:
-    name: str            # kernel argument name
-    tag: str             # F32 | F16 | I32
+    name: str            # kernel argument / channel name
+    fmt: object          # the format of the values it carries
+    width: int           # values per word
     channel: bool        # True: a channel between two stages; False: a DDR buffer
 
-    def param(self) -> str:
-        return f"{'CHANNEL' if self.channel else 'MEMORY'}_PARAM_{self.tag}({self.name})"
+    @property
+    def word(self) -> str:
+        return f"word_{self.name}"
+
+    def typedef(self) -> str:
+        return f"typedef struct {{ {storage_type(self.fmt)} value[{self.width}]; }} {self.word};"
+
+    def param(self, direction: str) -> str:
+        if self.channel:
+            return f"CHANNEL_PARAM({self.word}, {self.name})"
+        return f"MEMORY_{direction}_PARAM({self.word}, {self.name})"
 
     def cursor(self) -> str:
         return f"{'CHANNEL' if self.channel else 'MEMORY'}_CURSOR({self.name})"
 
     def read(self) -> str:
-        return f"READ_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name})"
+        return f"READ_{'CHANNEL' if self.channel else 'MEMORY'}({self.name})"
 
-    def write(self, value: str = "v") -> str:
-        return f"WRITE_{'CHANNEL' if self.channel else 'MEMORY'}_{self.tag}({self.name}, {value})"
+    def write(self) -> str:
+        return f"WRITE_{'CHANNEL' if self.channel else 'MEMORY'}({self.name}, w)"
 
 
 @dataclass
@@ -88,8 +96,12 @@ class StageCode:
 
     @property
     def pixel_kernel(self) -> bool:
-        """An NDRange of one work-item per output pixel, with no saturation counter argument."""
+        """An NDRange of one work-item per output pixel, with no statistics argument."""
         return self.per_pixel or self.fast_pool
+
+    @property
+    def fast(self) -> bool:
+        return bool(self.ndrange or self.pixel_kernel)
 
 
 @dataclass
@@ -104,172 +116,37 @@ class Program:
         return None
 
 
-def stage_constants(stage: Stage) -> dict:
-    """The #defines a stage's template needs."""
-    n, c, h, w = stage.in_shape
-    _, o, oh, ow = stage.out_shape
-    spec = stage.spec
-    d = {"H": h, "W": w, "C": c, "CP": padded(c), "CV": padded(c) // WORD, "OH": oh, "OW": ow}
-    if stage.kind == "conv":
-        g = spec.group
-        cg, og = c // g, o // g
-        ci = stage.ci
-        cgp = -(-c // ci) * ci if g == 1 else cg
-        d.update(O=o, OP=padded(o), KH=spec.kernel_h, KW=spec.kernel_w, SH=spec.stride_h, SW=spec.stride_w,
-                 PH=spec.pad_h, PW=spec.pad_w, DH=spec.dilation_h, DW=spec.dilation_w, G=g, CG=cg, OG=og,
-                 CGP=cgp, CI=ci, CO=stage.co, LB_ROWS=(spec.kernel_h - 1) * spec.dilation_h + 1,
-                 CI_FLOAT="float" if ci == 1 else f"float{ci}",
-                 CI_LOAD="VLOAD1" if ci == 1 else f"vload{ci}", CI_SUM=f"HSUM{ci}",
-                 FUSE_RELU=int(stage.relu_slope is not None), RELU_SLOPE=c_float(stage.relu_slope or 0.0))
-    elif stage.kind == "pool":
-        d.update(KH=spec.kernel_h, KW=spec.kernel_w, SH=spec.stride_h, SW=spec.stride_w, PH=spec.pad_h,
-                 PW=spec.pad_w, POOL_MAX=int(spec.method == "MAX"))
-    elif stage.kind == "relu":
-        d.update(WORDS=h * w * padded(c) // WORD, RELU_SLOPE=c_float(spec.negative_slope))
-    elif stage.kind == "lrn":
-        d.update(LRN_N=spec.local_size, LRN_HALF=(spec.local_size - 1) // 2, LRN_ALPHA=c_float(spec.alpha),
-                 LRN_BETA=c_float(spec.beta), LRN_K=c_float(spec.k),
-                 LRN_ACROSS=int(spec.region == "ACROSS_CHANNELS"))
+# -------------------------------------------------------------------------------- value formats
+
+def value_macros(stage: Stage, port_in: Port, port_out: Port) -> dict:
+    """How a stage reads its input values and writes its output values, by their formats."""
+    fin, fout = port_in.fmt, port_out.fmt
+    read = {"F32": ("((w).value[l])", "((a)[i])"),
+            "F16": ("vload_half((l), (const half *)(w).value)", "vload_half((i), (ONCHIP const half *)(a))"),
+            "FIXED": ("((int)(w).value[l])", "((int)(a)[i])")}[tag(fin)]
+    write = {"F32": "((w).value[l] = (v))",
+             "F16": "vstore_half_rte(fx_half_overflow((v), &saturated), (l), (half *)(w).value)",
+             "FIXED": f"((w).value[l] = ({storage_type(fout)})(v))"}[tag(fout)]
+    d = {"IN_ST": storage_type(fin), "IN_WORD": port_in.word, "OUT_WORD": port_out.word,
+         "IN_VALUE": Function("w, l", read[0]), "IN_VALUE_AT": Function("a, i", read[1]), "OUT_SET": Function("w, l, v", write),
+         "OUT_T": "int" if isinstance(fout, Fixed) else "float", "FIXED_COMPUTE": int(isinstance(fin, Fixed))}
+    if isinstance(fout, Fixed):
+        d.update(OUT_FRAC=fout.frac_bits, QMIN=f"({fout.qmin}L)", QMAX=f"({fout.qmax}L)",
+                 FLOAT_TO_OUT=Function("v, saturated", "fx_quantize((v), OUT_FRAC, QMIN, QMAX, (saturated))"))
+    else:
+        d["FLOAT_TO_OUT"] = Function("v, saturated", "(v)")
+    if isinstance(fin, Fixed):
+        acc_frac = accumulator_frac(stage)
+        d["ACC_FRAC"] = acc_frac
+        if isinstance(fout, Fixed):
+            if abs(acc_frac - fout.frac_bits) > MAX_SHIFT:
+                raise PrecisionError(f"{stage.layer.where}: rescaling from {acc_frac} to {fout.frac_bits} fractional "
+                                     f"bits needs a {abs(acc_frac - fout.frac_bits)}-bit shift (at most {MAX_SHIFT}); "
+                                     f"choose closer formats")
+            d["CONVERT_OUT"] = Function("a, saturated", "((int)fx_requantize((a), ACC_FRAC - OUT_FRAC, QMIN, QMAX, (saturated)))")
+        else:
+            d["CONVERT_OUT"] = Function("a, saturated", "ldexp(convert_float(a), -(ACC_FRAC))")
     return d
-
-
-def uses_fast_conv(stage: Stage) -> bool:
-    """The fast variant replaces float convolutions whose groups split into whole 8-channel blocks."""
-    p = stage.precision
-    return (stage.kind == "conv" and p.weights == p.inputs == p.outputs == Float()
-            and (stage.spec.group == 1 or (stage.spec.num_output // stage.spec.group) % 8 == 0))
-
-
-def uses_fast_lrn(stage: Stage) -> bool:
-    p = stage.precision
-    return (stage.kind == "lrn" and stage.spec.region == "ACROSS_CHANNELS"
-            and p.weights == p.inputs == p.outputs == Float())
-
-
-def uses_fast_pool(stage: Stage) -> bool:
-    p = stage.precision
-    return stage.kind == "pool" and p.weights == p.inputs == p.outputs == Float()
-
-
-def inverse_power(beta: float) -> str:
-    """OpenCL C for b^-beta (b >= 1 in LRN), as a macro body of (b).  Square roots and a division are
-    correctly rounded on CPUs and several times faster on PoCL than pow or exp2(log2(.)), so the
-    common betas get them; others take exp2(-beta * log2(b)), which keeps a few-ulp accuracy
-    because |beta * log2(b)| stays small."""
-    forms = {0.75: "(1.0f / (sqrt(b) * sqrt(sqrt(b))))", 0.5: "(1.0f / sqrt(b))", 1.0: "(1.0f / (b))"}
-    return "(b) " + forms.get(float(np.float32(beta)), "exp2(log2(b) * -LRN_BETA)")
-
-
-def fast_block(stage: Stage) -> int:
-    og = stage.spec.num_output // stage.spec.group
-    return 16 if stage.spec.group == 1 or og % 16 == 0 else 8
-
-
-def fast_constants(stage: Stage) -> dict:
-    d = stage_constants(stage)
-    vo = fast_block(stage)
-    opw = -(-d["O"] // vo) * vo if d["G"] == 1 else d["O"]
-    d.update(OPW=opw, R=FAST_ROWS, VO=vo, VFLOAT=f"float{vo}", VLOADO=f"vload{vo}")
-    for name in ("CGP", "CI", "CO", "CI_FLOAT", "CI_LOAD", "CI_SUM", "LB_ROWS"):
-        del d[name]
-    return d
-
-
-# Winograd F(2, r): y = A^T [(G g) * (B^T d)] for r taps g and r + 1 inputs d, two outputs, from
-# Toom-Cook at the points 0, +-1 (, +-2) and infinity; worked out in exact fractions, with the
-# fractions put into G (applied to the weights once, in float64) and B^T kept integral.
-WINOGRAD = {  # r: (A^T, G, B^T)
-    3: ([[1, 1, 1, 0], [0, 1, -1, 1]],
-        [[-1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
-        [[-1, 0, 1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]]),
-    5: ([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]],
-        [[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
-         [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3], [0, 0, 0, 0, 1]],
-        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
-         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
-}
-
-
-def uses_winograd(stage: Stage) -> bool:
-    """Fast square 3x3 and 5x5 stride-1 convolutions run as Winograd F(2x2, r x r)
-    (kernels/winograd_fast.cl): 16 multiplications per 2x2 outputs instead of 36, or 36 instead of 100."""
-    spec = stage.spec
-    return (uses_fast_conv(stage) and spec.kernel_h == spec.kernel_w and spec.kernel_h in WINOGRAD
-            and spec.stride_h == spec.stride_w == 1 and spec.dilation_h == spec.dilation_w == 1)
-
-
-def winograd_tiles(stage: Stage) -> tuple:
-    """(tile rows, tile columns) of 2x2 output pixels covering one image's output."""
-    _, _, oh, ow = stage.out_shape
-    return -(-oh // 2), -(-ow // 2)
-
-
-def tiles_per_item(tiles: int) -> int:
-    """Register tile height for a GEMM over `tiles` rows: the fewest rows left over, then the tallest
-    (6 to 8 accumulators keep PoCL's AVX-512 code free of spills)."""
-    return min(range(6, 9), key=lambda r: (-(-tiles // r) * r - tiles, -r))
-
-
-def combination_macro(matrix) -> str:
-    """Macro text '(o, v) o[0] = ...; ...' setting o = matrix v for a constant matrix (zero terms
-    left out, +-1 as additions), so that the kernels' transforms cost only what the matrix needs."""
-    rows = []
-    for i, row in enumerate(matrix):
-        terms = [("-" if c < 0 else "+") + (f"v[{j}]" if abs(c) == 1 else f"{c_float(abs(c))} * v[{j}]")
-                 for j, c in enumerate(row) if c != 0]
-        text = " ".join(terms)
-        rows.append(f"o[{i}] = {text[1:] if text.startswith('+') else text};")
-    return "(o, v) " + " ".join(rows)
-
-
-def winograd_constants(stage: Stage) -> dict:
-    d = fast_constants(stage)
-    th, tw = winograd_tiles(stage)
-    a_t, _, b_t = WINOGRAD[d["KH"]]
-    d.update(TH=th, TW=tw, WA=len(b_t), R=tiles_per_item(th * tw), VSTOREO=f"vstore{d['VO']}",
-             B_T=combination_macro(b_t), A_T=combination_macro(a_t))
-    return d
-
-
-def winograd_weight_layout(stage: Stage) -> tuple:
-    """(U [WA*WA][OPW/VO][CG][VO], bias [OPW]) as winograd_fast.cl reads them, zero padded."""
-    d = winograd_constants(stage)
-    o, vo, positions = stage.weights.shape[0], d["VO"], d["WA"] ** 2
-    g = np.array(WINOGRAD[d["KH"]][1], np.float64)
-    u = np.einsum("ik,ockl,jl->ijoc", g, stage.weights.astype(np.float64), g)
-    padded_u = np.zeros((positions, d["OPW"], d["CG"]), np.float64)
-    padded_u[:, :o] = u.reshape(positions, o, d["CG"])
-    padded_u = padded_u.reshape(positions, d["OPW"] // vo, vo, d["CG"]).transpose(0, 1, 3, 2)
-    b = np.zeros(d["OPW"], np.float32)
-    b[:o] = stage.bias
-    return np.ascontiguousarray(padded_u, dtype=np.float32), b
-
-
-def fast_conv_weight_layout(stage: Stage) -> tuple:
-    """(weights [OPW/VO][KH][KW][CG][VO], bias [OPW]) as conv_fast.cl reads them, zero padded: the
-    weights of one block of VO output channels are contiguous, so a work-item streams them in order."""
-    d = fast_constants(stage)
-    o, vo = stage.weights.shape[0], d["VO"]
-    w = np.zeros((d["OPW"], d["CG"], d["KH"], d["KW"]), np.float32)
-    w[:o] = stage.weights
-    w = w.reshape(d["OPW"] // vo, vo, d["CG"], d["KH"], d["KW"]).transpose(0, 3, 4, 2, 1)
-    b = np.zeros(d["OPW"], np.float32)
-    b[:o] = stage.bias
-    return np.ascontiguousarray(w), b
-
-
-def fast_zeros_length(stage: Stage) -> int:
-    """Zeros conv_fast.cl reads where a window covers padding: one pixel's channels of a group, or
-    (no horizontal padding) a whole window row of them."""
-    d = fast_constants(stage)
-    if d["PW"] == 0:
-        return (d["KW"] - 1) * d["DW"] * d["CP"] + d["CG"]
-    return d["CG"]
-
-
-def is_fixed(stage: Stage) -> bool:
-    """Stages whose input is fixed point run the integer templates (kernels/*_fixed.cl)."""
-    return isinstance(stage.precision.inputs, Fixed)
 
 
 def accumulator_frac(stage: Stage) -> int:
@@ -291,140 +168,151 @@ def relu_passes(stage: Stage) -> bool:
     return stage.spec.negative_slope == 0 and stage.precision.outputs == stage.precision.inputs
 
 
-def long_literal(value: int) -> str:
-    # -2^63 has no literal of its own in C; the formats here stay within 32 bits
-    return f"({value}L)"
-
-
-def output_constants(stage: Stage, fixed: bool) -> dict:
-    """How a stage turns its results into its output format (kernels/common.h has the helpers)."""
-    out = stage.precision.outputs
-    d = {}
-    if isinstance(out, Fixed):
-        d.update(OUT_FRAC=out.frac_bits, QMIN=long_literal(out.qmin), QMAX=long_literal(out.qmax))
-    if not fixed:
-        return d
-    acc_frac = accumulator_frac(stage)
-    d["ACC_FRAC"] = acc_frac
-    if isinstance(out, Fixed):
-        shift = acc_frac - out.frac_bits
-        if abs(shift) > MAX_SHIFT:
-            raise PrecisionError(f"{stage.layer.where}: rescaling from {acc_frac} to {out.frac_bits} fractional "
-                                 f"bits needs a {abs(shift)}-bit shift (at most {MAX_SHIFT}); choose closer formats")
-        d.update(OUT_T="int", CONVERT_OUT="(a) ((int)fx_requantize((a), ACC_FRAC - OUT_FRAC, QMIN, QMAX, &saturated))")
-    else:
-        d.update(OUT_T="float", CONVERT_OUT="(a) ldexp(convert_float(a), -(ACC_FRAC))")
-    return d
-
-
-def fixed_constants(stage: Stage) -> dict:
-    d = stage_constants(stage)
+def kind_macros(stage: Stage) -> dict:
+    """The C types and arithmetic of each kind, by its formats."""
+    p, fixed = stage.precision, isinstance(stage.precision.inputs, Fixed)
     if stage.kind == "conv":
-        ci = d["CI"]
-        d.update(CI_LONG="long" if ci == 1 else f"long{ci}",
-                 CI_CONVERT_LONG="(long)" if ci == 1 else f"convert_long{ci}")
-        del d["CI_FLOAT"], d["RELU_SLOPE"]
+        d = {"W_ST": storage_type(p.weights), "RELU_SLOPE": c_float(stage.relu_slope or 0.0),
+             "RESULT_T": storage_type(p.outputs) if isinstance(p.outputs, Fixed) else "float"}
+        if fixed:
+            wide = max(p.weights.total_bits, p.inputs.total_bits) > 16
+            d.update(COMPUTE_T="int", SUM_T="long", BIAS_T="long", WEIGHT_VALUE=Function("i", "weight_memory[i]"),
+                     MULTIPLY=Function("w, x", f"((long)(({'long' if wide else 'int'})(w) * (x)))"))
+        else:
+            half = isinstance(p.weights, Half)
+            d.update(COMPUTE_T="float", SUM_T="float", BIAS_T="float", MULTIPLY=Function("w, x", "((w) * (x))"),
+                     WEIGHT_VALUE=Function("i", "vload_half((i), (ONCHIP const half *)weight_memory)") if half
+                     else Function("i", "weight_memory[i]"))
+        return d
     if stage.kind == "relu":
-        d.update(RELU_PASS=int(relu_passes(stage)), SLOPE_Q=long_literal(leaky_slope_constant(stage.spec.negative_slope)))
-        del d["RELU_SLOPE"]
+        if fixed:
+            return {"RELU_PASS": int(relu_passes(stage)), "SLOPE_Q": f"({leaky_slope_constant(stage.spec.negative_slope)}L)"}
+        return {"RELU_SLOPE": c_float(stage.spec.negative_slope)}
+    if stage.kind == "pool":
+        is_max = stage.spec.method == "MAX"
+        if fixed:
+            result = "CONVERT_OUT((r), &saturated)" if is_max else "CONVERT_OUT(fx_round_mean((r), divisor), &saturated)"
+            return {"WINDOW_T": "long", "WINDOW_INIT": "LONG_MIN" if is_max else "0", "WINDOW_MAX": Function("a, b", "max((a), (b))"),
+                    "WINDOW_TERM": Function("v", "(v)"), "WINDOW_RESULT": Function("r", result)}
+        result = "FLOAT_TO_OUT((r), &saturated)" if is_max else "FLOAT_TO_OUT((r) / (float)divisor, &saturated)"
+        return {"WINDOW_T": "float", "WINDOW_INIT": "(-FLT_MAX)" if is_max else "0.0f",
+                "WINDOW_MAX": Function("a, b", "fmax((a), (b))"), "WINDOW_TERM": Function("v", "(v)"), "WINDOW_RESULT": Function("r", result)}
+    # LRN: Caffe's within-channel LRN divides alpha by n^2 and ignores k
+    s = stage.spec
+    across = s.region == "ACROSS_CHANNELS"
+    d = {"LRN_ALPHA": c_float(s.alpha), "LRN_BETA": c_float(s.beta), "LRN_K": c_float(s.k if across else 1.0),
+         "SQUARE_T": "long" if fixed else "float", "WINDOW_T": "long" if fixed else "float", "WINDOW_INIT": "0",
+         "WINDOW_TERM": Function("v", "((v) * (v))")}
+    if fixed:
+        d["WINDOW_RESULT"] = Function("r", "CONVERT_OUT(centre * table_memory[fx_lrn_index(r)], &saturated)")
+    else:
+        d["WINDOW_RESULT"] = Function("r", "FLOAT_TO_OUT(centre * LRN_INV_POW(LRN_K + (LRN_ALPHA / (LRN_N * LRN_N)) * (r)), "
+                                           "&saturated)")
+    d["LRN_INV_POW"] = inverse_power(s.beta)
     return d
 
 
-def conv_weight_layout(stage: Stage) -> tuple:
-    """(weights [OP][KH][KW][CGP], bias [OP]) as the conv template reads them, zero padded."""
-    consts = stage_constants(stage)
-    o, cg = stage.weights.shape[:2]
-    w = np.zeros((consts["OP"], consts["KH"], consts["KW"], consts["CGP"]), np.float32)
-    w[:o, :, :, :cg] = stage.weights.transpose(0, 2, 3, 1)
-    b = np.zeros(consts["OP"], np.float32)
-    b[:o] = stage.bias
-    return w, b
+# ---------------------------------------------------------------------------------------- ports
 
-
-def ports(segment: Segment, k: int) -> tuple:
+def ports(segment, k: int, design) -> tuple:
     stages = segment.stages
     stage = stages[k]
+    sd = design.of(stage)
     if k == 0:
-        source_in = Port(f"mem_in_{stage.index}", stream_tag(stage.precision.inputs), False)
+        source_in = Port(f"mem_in_{stage.index}", stage.precision.inputs, sd.width_in, False)
     else:
-        source_in = Port(f"ch_{stages[k - 1].index}_{stage.index}", stream_tag(stages[k - 1].precision.outputs), True)
+        source_in = Port(f"ch_{stages[k - 1].index}_{stage.index}", stage.precision.inputs, sd.width_in, True)
     if k == len(stages) - 1:
-        source_out = Port(f"mem_out_{stage.index}", stream_tag(stage.precision.outputs), False)
+        source_out = Port(f"mem_out_{stage.index}", stage.precision.outputs, sd.width_out, False)
     else:
-        source_out = Port(f"ch_{stage.index}_{stages[k + 1].index}", stream_tag(stage.precision.outputs), True)
+        source_out = Port(f"ch_{stage.index}_{stages[k + 1].index}", stage.precision.outputs, sd.width_out, True)
     return source_in, source_out
 
 
-def generate(plan: Plan, inject: dict = None, variant: str = "fpga") -> Program:
-    """One OpenCL source for every device stage of `plan`.
+def fpga_stage(code: StageCode, design) -> tuple:
+    """(constants, template text) of a stage on the FPGA templates."""
+    stage = code.stage
+    sd = design.of(stage)
+    module = kind(stage)
+    constants = dict(module.constants(stage, sd, design.schedule(stage)))
+    constants.update(value_macros(stage, code.source_in, code.source_out))
+    constants.update(kind_macros(stage))
+    template = kernel_text(module.template(stage, sd))
+    if stage.kind == "conv":
+        template = kernel_text("conv_math.cl") + "\n" + template
+    constants.update(STAGE_PARAMS=f"{code.source_in.param('IN')} {code.source_out.param('OUT')}",
+                     READ_IN=Function("", code.source_in.read()), WRITE_OUT=Function("w", code.source_out.write()))
+    return constants, template
 
-    variant "fpga": every stage is a single work-item kernel streaming through channels (what aoc
-    gets, and what PoCL runs with the channels emulated).  "fast", for CPUs and GPUs, only with
-    emulated channels: float convolutions become register-tiled NDRange kernels (conv_fast.cl),
-    3x3 and 5x5 stride-1 ones Winograd F(2x2, r x r) (winograd_fast.cl), LRN across channels and
-    float pooling NDRange kernels of one work-item per pixel (lrn_fast.cl, pool_fast.cl), and a
-    kernel lays a segment's float input out as a stream (layout_fast.cl).
+
+def fast_stage(code: StageCode) -> tuple:
+    """(constants, template text) of a stage on a fast NDRange kernel."""
+    stage = code.stage
+    if stage.kind == "conv" and fast.uses_winograd(stage):
+        constants = fast.winograd_constants(stage)
+        code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], constants["R"])
+        code.winograd = (constants["TH"] * constants["TW"], constants["R"], constants["WA"] ** 2)
+        return constants, kernel_text("winograd_fast.cl")
+    if stage.kind == "conv":
+        constants = fast.fast_constants(stage)
+        code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], fast.FAST_ROWS)
+        return constants, kernel_text("conv_fast.cl")
+    constants = fast.stage_constants(stage)
+    if code.per_pixel:
+        constants["LRN_INV_POW"] = fast.inverse_power(stage.spec.beta)
+        return constants, kernel_text("lrn_fast.cl")
+    return constants, kernel_text("pool_fast.cl")
+
+
+def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> Program:
+    """One OpenCL source for every device stage of `plan`, as `design` sizes them.
+
+    variant "fpga": every stage the single work-item kernel aoc would get.  "fast" (for CPUs and
+    GPUs, only with emulated channels): float convolutions, float pooling and LRN across channels
+    become the NDRange kernels of cnnfpga.fast, and a kernel lays a segment's float input out as a
+    stream (layout_fast.cl); the design's words are then 8 values throughout.
 
     inject: {stage index: text} puts extra text into that stage's part of the source (tests use it
-    to check that a build error is traced back to its stage).
+    to break a stage on purpose).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    lines = ["/* Generated by cnnfpga.codegen from the net '%s'. */" % plan.graph.name]
+    lines = [f"/* Generated by cnnfpga.codegen from the net '{plan.graph.name}'. */",
+             f"#define FX_LRN_MANTISSA_BITS {LRN_MANTISSA_BITS}"]
     for header in HEADERS:
         lines += kernel_text(header).splitlines()
-    if variant == "fast":   # the device turns a segment's float input into the stream layout
+    if variant == "fast":
         lines += kernel_text("layout_fast.cl").splitlines()
     codes = []
     for segment in plan.segments:
         for k, stage in enumerate(segment.stages):
-            source_in, source_out = ports(segment, k)
-            codes.append(StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0))
-    channels = [code.source_out for code in codes if code.source_out.channel]
-    lines += [f"CHANNEL_{port.tag}({port.name}, {CHANNEL_DEPTH})" for port in channels]
+            source_in, source_out = ports(segment, k, design)
+            code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0)
+            if variant == "fast":
+                code.per_pixel = fast.uses_fast_lrn(stage)
+                code.fast_pool = fast.uses_fast_pool(stage)
+                code.ndrange = (0, 0, 0) if fast.uses_fast_conv(stage) else None   # filled in by fast_stage
+            codes.append(code)
+    ports_seen = {}
+    for code in codes:
+        for port in (code.source_in, code.source_out):
+            ports_seen.setdefault(port.name, port)
+    lines += [port.typedef() for port in ports_seen.values()]
+    lines += [f"CHANNEL({port.word}, {port.name}, {design.channel_depths[port.name]})"
+              for port in ports_seen.values() if port.channel]
     for code in codes:
         stage = code.stage
         code.first_line = len(lines) + 1
         fused = f" + {', '.join(stage.fused)}" if stage.fused else ""
-        lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}) ---- */")
-        fast = variant == "fast" and uses_fast_conv(stage)
-        code.per_pixel = variant == "fast" and uses_fast_lrn(stage)
-        code.fast_pool = variant == "fast" and uses_fast_pool(stage)
-        fixed = is_fixed(stage)
-        if fast and uses_winograd(stage):
-            constants = winograd_constants(stage)
-            code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], constants["R"])
-            code.winograd = (constants["TH"] * constants["TW"], constants["R"], constants["WA"] ** 2)
-            template = "winograd_fast.cl"
-        elif fast:
-            constants = fast_constants(stage)
-            code.ndrange = (constants["VO"], constants["OPW"] // constants["VO"], FAST_ROWS)
-            template = "conv_fast.cl"
-        elif fixed:
-            constants = fixed_constants(stage)
-            template = FIXED_TEMPLATES[stage.kind]
-        else:
-            constants = stage_constants(stage)
-            template = ("lrn_fast.cl" if code.per_pixel else "pool_fast.cl" if code.fast_pool
-                        else TEMPLATES[stage.kind])
-            if code.per_pixel:
-                constants["LRN_INV_POW"] = inverse_power(stage.spec.beta)
-        constants.update(output_constants(stage, fixed), SAT_SLOT=stage.index)
-        if not fixed and code.source_out.tag == "I32":   # a float stage feeding a fixed one quantises
-            write = code.source_out.write("fx_quantize8((v), OUT_FRAC, QMIN, QMAX, &saturated)")
-        else:
-            write = code.source_out.write()
-        constants.update(
-            STAGE_KERNEL=code.kernel,
-            STAGE_PARAMS=f"{code.source_in.param()} {code.source_out.param()}",
-            STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
-        lines += [f"#define {name}{value}" if str(value).startswith(MACRO_PARAMETERS) else f"#define {name} {value}"
-                  for name, value in constants.items()]
-        lines.append(f"#define READ_IN() {code.source_in.read()}")
-        lines.append(f"#define WRITE_OUT(v) {write}")
+        lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}), "
+                     f"{design.of(stage).describe()} ---- */")
+        constants, template = fast_stage(code) if code.fast else fpga_stage(code, design)
+        constants.update(STAGE_KERNEL=code.kernel, SAT_SLOT=stage.index,
+                         STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
+        lines += [define(name, value) for name, value in constants.items()]
         if inject and stage.index in inject:
             lines.append(inject[stage.index])
-        lines += kernel_text(template).splitlines()
-        lines += [f"#undef {name}" for name in list(constants) + ["READ_IN", "WRITE_OUT"]]
+        lines += template.splitlines()
+        lines += [f"#undef {name}" for name in constants]
         code.last_line = len(lines)
     return Program("\n".join(lines) + "\n", codes)

@@ -31,3 +31,8 @@ class DeviceError(CnnfpgaError):
 
 class InputError(CnnfpgaError):
     """An input image or array that cannot be fed to the net."""
+
+
+class DesignError(CnnfpgaError):
+    """A board file or hardware-model request that makes no sense: bad JSON, a missing or ill-typed field,
+    an unknown board, a multiply wider than the board's DSP table."""

@@ -13,12 +13,12 @@ for which an accumulator could reach 2^62 (so that requantize's rounding add can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-import re
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from cnnfpga.device_constants import (FACTOR_FRAC, LEAKY_SLOPE_FRAC, leaky_slope_constant, lrn_factor_table,
+                                      lrn_table_index)
 from cnnfpga.errors import PrecisionError
 from cnnfpga.layers import conv as conv_layer, pool as pool_layer
 from cnnfpga.precision import (Fixed, Float, Half, LayerPrecision, quantize, quantize_accumulator, requantize,
@@ -30,19 +30,6 @@ FLOAT_LAYER = LayerPrecision(Float(), Float(), Float())
 INT64_MAX = (1 << 63) - 1
 ACCUMULATOR_LIMIT = 1 << 62      # |acc| below this leaves room for requantize's rounding add
 EXACT_FLOAT64 = 1 << 53          # integers below this are exact in float64, so BLAS sums are exact
-LEAKY_SLOPE_FRAC = 16             # fractional bits of the leaky-ReLU slope constant
-FACTOR_FRAC = 16                  # fractional bits of the LRN factor table entries
-
-
-def _kernel_constant(header: str, name: str) -> int:
-    """An integer #define of a kernel header, so that the golden model and the kernels share it."""
-    text = resources.files("cnnfpga.kernels").joinpath(header).read_text()
-    return int(re.search(rf"^#define {name} (\d+)$", text, re.MULTILINE).group(1))
-
-
-# bits of S below its leading one that index the LRN table (7: the bucket error stays under 0.4%)
-LRN_MANTISSA_BITS = _kernel_constant("common.h", "FX_LRN_MANTISSA_BITS")
-LRN_TABLE_LEN = 64 << LRN_MANTISSA_BITS   # e in 0..63 (S < 2^63), 2^LRN_MANTISSA_BITS buckets each
 
 
 def convert_accumulator(acc, acc_frac: int, out_fmt) -> tuple[np.ndarray, int]:
@@ -131,14 +118,6 @@ def conv_fixed(x_q, in_fmt: Fixed, w_q, w_fmt: Fixed, bias_acc, out_fmt, spec) -
 
 # --------------------------------------------------------------------------------------------- ReLU
 
-def leaky_slope_constant(negative_slope: float) -> int:
-    """The slope as an integer with 16 fractional bits, round half up: floor(slope * 2^16 + 0.5)."""
-    slope_q = int(quantize_accumulator(np.float64(negative_slope), LEAKY_SLOPE_FRAC))
-    if abs(slope_q) >= 1 << 31:
-        raise PrecisionError(f"ReLU negative_slope {negative_slope} is too large for a 32-bit constant")
-    return slope_q
-
-
 def relu_fixed(x_q, fmt: Fixed, negative_slope: float = 0.0, out_fmt=None) -> tuple[np.ndarray, int]:
     """ReLU / leaky ReLU.
 
@@ -199,74 +178,6 @@ def pool_fixed(x_q, fmt: Fixed, spec, out_fmt=None) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------------------------------------- LRN
-
-def _lrn_constants(spec):
-    """(window divisor, k) as Caffe uses them: ACROSS_CHANNELS alpha/n with k; WITHIN_CHANNEL
-    alpha/(n*n) with k = 1 (Caffe's within-channel LRN is built from an AVE pool and ignores k)."""
-    if spec.region == "WITHIN_CHANNEL":
-        return spec.local_size * spec.local_size, 1.0
-    return spec.local_size, float(spec.k)
-
-
-def lrn_table_index(s) -> np.ndarray:
-    """Index of the LRN factor table for S >= 0 (int64): (e << M) + m, with M = LRN_MANTISSA_BITS.
-
-    e = bit length of S (0 for S = 0); m = the M bits just below S's leading one, zero-filled when
-    S has fewer bits.  In OpenCL C (kernels/common.h, ``clz`` of a long is 64 for 0):
-        int e = 64 - (int)clz(S);
-        int m = (int)((e > M+1 ? (S >> (e - (M+1))) : (S << ((M+1) - e))) & ((1 << M) - 1));
-        int index = (e << M) + m;
-    """
-    s = np.asarray(s, dtype=np.int64)
-    if (s < 0).any():
-        raise PrecisionError("LRN sum of squares must be non-negative")
-    e = np.zeros(s.shape, dtype=np.int64)
-    v = s.copy()
-    for k in (32, 16, 8, 4, 2, 1):      # binary search for the leading one
-        big = v >= (1 << k)
-        e += big * k
-        v = np.where(big, v >> k, v)
-    e += v > 0
-    top = LRN_MANTISSA_BITS + 1
-    m = np.where(e > top, s >> np.maximum(e - top, 0), s << np.maximum(top - e, 0)) & ((1 << LRN_MANTISSA_BITS) - 1)
-    return e * (1 << LRN_MANTISSA_BITS) + m
-
-
-def lrn_bucket_middles() -> np.ndarray:
-    """float64 S at the middle of each table bucket (index (e << M) + m, M = LRN_MANTISSA_BITS).
-
-    With lead = 2^M + m: e >= M+1: the bucket holds S in [lead << (e-M-1), ((lead+1) << (e-M-1)) - 1];
-    its middle is used.  e <= M+1: it holds the single S = lead >> (M+1-e) (for m whose low bits are
-    zero; other m are never indexed and get the value of that same S, keeping the table monotonic).
-    e = 0: S = 0.
-    """
-    e = np.arange(LRN_TABLE_LEN) >> LRN_MANTISSA_BITS
-    m = np.arange(LRN_TABLE_LEN) & ((1 << LRN_MANTISSA_BITS) - 1)
-    top = LRN_MANTISSA_BITS + 1
-    lead = (1 << LRN_MANTISSA_BITS) + m
-    low = np.where(e >= top, np.ldexp(lead.astype(np.float64), np.maximum(e - top, 0)),
-                   (lead >> np.maximum(top - e, 0)).astype(np.float64))
-    width = np.ldexp(1.0, np.maximum(e - top, 0))          # integers per bucket
-    middle = low + (width - 1) / 2
-    return np.where(e == 0, 0.0, middle)
-
-
-def lrn_factor(s_real, spec) -> np.ndarray:
-    """The float64 LRN factor (k + alpha/n * s)^(-beta) for a real sum of squares s (Caffe's formula)."""
-    divisor, k = _lrn_constants(spec)
-    with np.errstate(divide="ignore"):
-        return (k + spec.alpha / divisor * np.asarray(s_real, dtype=np.float64)) ** (-spec.beta)
-
-
-def lrn_factor_table(spec, in_fmt: Fixed) -> np.ndarray:
-    """int32 table[(e << M) + m] = floor(factor(S_mid * 2^(-2 in.f)) * 2^16 + 0.5), S_mid the bucket's
-    middle (``lrn_bucket_middles``), clamped to int32.  Computed in float64 on the host; the device
-    only looks it up."""
-    in_fmt = _require_fixed(in_fmt, "LRN input format")
-    factor = lrn_factor(np.ldexp(lrn_bucket_middles(), -2 * in_fmt.frac_bits), spec)
-    scaled = np.floor(np.ldexp(factor, FACTOR_FRAC) + 0.5)
-    return np.clip(np.nan_to_num(scaled, posinf=2**31 - 1), 0, 2**31 - 1).astype(np.int32)
-
 
 def _window_sum(sq: np.ndarray, spec) -> np.ndarray:
     """Sum of squares over the LRN window, zero padded: channels [c - (n-1)/2, c + n/2] across,
@@ -347,7 +258,7 @@ def forward_fixed(graph, inputs: dict, precisions: dict) -> FixedRun:
 
     The device runs BatchNorm/Scale folded into the convolution before them.  To compute what it
     computes, run the folded graph with formats resolved on it: ``g = fold_batch_norms(graph)[0]``
-    (cnnfpga.partition) and ``resolve_precision(g, setting, stats)`` -- or a device plan's own
+    (cnnfpga.placement) and ``resolve_precision(g, setting, stats)`` -- or a device plan's own
     ``plan.graph`` and ``plan.precisions``, which are exactly those."""
     blobs = check_inputs(graph, inputs)
     formats = {name: Float() for name in blobs}

@@ -9,6 +9,7 @@ import numpy as np
 from . import reference
 from .errors import CnnfpgaError, InputError
 from .graph import load_graph
+from .precision import calibration_statistics
 
 TRAIN, TEST = 0, 1  # pycaffe's phase constants; only TEST (inference) is supported
 BACKENDS = ("reference", "opencl")
@@ -71,7 +72,6 @@ class Net:
         self.graph = load_graph(self.net_file, self.weights_file, seed=seed)
         if backend == "opencl" and calibration is not None:
             # statistics once, here: the executor is rebuilt whenever the input shape changes
-            from .runtime.executor import calibration_statistics
             calibration = calibration_statistics(self.graph, calibration)
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
@@ -134,12 +134,11 @@ class Net:
         compile with aoc (`aoc design.cl`) and load with `Net(..., bitstream="design.aocx")`. Needs no
         OpenCL device. (Built with -D CNNFPGA_EMULATE_CHANNELS it is what PoCL runs in the tests.)"""
         from . import codegen
-        from .partition import partition
-        from .runtime.executor import calibration_statistics
+        from .design import default_design
+        from .placement import place
         options = self.device_options
-        plan = partition(self.graph, options["precision"], options["parallelism"],
-                         calibration_statistics(self.graph, options["calibration"]))
-        return codegen.generate(plan, variant="fpga").source
+        plan = place(self.graph, options["precision"], calibration_statistics(self.graph, options["calibration"]))
+        return codegen.generate(plan, default_design(plan, options["parallelism"])).source
 
     # -- running -----------------------------------------------------------------------------------
     def forward(self, blobs=None, **inputs) -> dict:

@@ -35,6 +35,7 @@ from typing import Mapping, Union
 import numpy as np
 
 from cnnfpga.errors import PrecisionError
+from cnnfpga.layers import DEVICE_TYPES
 
 MIN_BITS, MAX_BITS = 2, 32
 
@@ -134,6 +135,21 @@ class LayerSetting:
     """
     weights: Union[Float, Half, FixedAuto]
     activations: Union[Float, Half, Fixed, FixedAuto]
+
+
+def storage_bits(fmt) -> int:
+    """Bits a value of ``fmt`` takes in memory and on a stream: float 32, half 16, a fixed format the
+    narrowest of 8, 16 or 32 bits that holds it (OpenCL's char, short, int)."""
+    if isinstance(fmt, Fixed):
+        return 8 if fmt.total_bits <= 8 else 16 if fmt.total_bits <= 16 else 32
+    return 16 if isinstance(fmt, Half) else 32
+
+
+def storage_dtype(fmt) -> np.dtype:
+    """The numpy type of stored values: float32, uint16 (the bits of an fp16), int8 / int16 / int32."""
+    if isinstance(fmt, Fixed):
+        return np.dtype(f"int{storage_bits(fmt)}")
+    return np.dtype(np.uint16 if isinstance(fmt, Half) else np.float32)
 
 
 # ----------------------------------------------------------------------------------------- parsing
@@ -412,6 +428,30 @@ def load_calibration(path) -> dict[str, float]:
     return {key: float(value) for key, value in mapping.items()}
 
 
+def calibration_statistics(graph, calibration):
+    """None, a JSON file of statistics, a {blob: level} mapping, or input batches -> stats.
+
+    Batches are an array for the net's first input, a {input: array} dict, or a list of such dicts;
+    each runs through the golden model reshaped to its batch size, whatever the net's own batch is.
+    """
+    if calibration is None:
+        return None
+    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
+        return load_calibration(calibration)
+    if isinstance(calibration, np.ndarray):
+        calibration = {next(iter(graph.inputs)): calibration}
+    if isinstance(calibration, dict) and all(np.isscalar(v) for v in calibration.values()):
+        return {name: float(v) for name, v in calibration.items()}
+    batches = [calibration] if isinstance(calibration, dict) else list(calibration)
+    stats = {}
+    for batch in batches:
+        batch = {name: np.asarray(value, dtype=np.float32) for name, value in batch.items()}
+        shaped = graph.reshape({name: value.shape for name, value in batch.items()})
+        for blob, level in calibrate(shaped, batch).items():
+            stats[blob] = max(level, stats.get(blob, 0.0))
+    return stats
+
+
 # ------------------------------------------------------------------------------------- resolution
 
 PASS_THROUGH_TYPES = ("ReLU", "Pooling")   # output in the input's format: max/relu/average stay in range
@@ -424,7 +464,7 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
     stats:   ``calibrate``'s {blob: max |x|}; fixed activation formats without statistics get
              ``default_activation_frac`` and one UserWarning names those blobs.
     Weight formats are sized from the graph's own blobs: resolve on the graph the device runs,
-    ``cnnfpga.partition.fold_batch_norms(graph)[0]``, where BatchNorm is folded into convolutions.
+    ``cnnfpga.placement.fold_batch_norms(graph)[0]``, where BatchNorm is folded into convolutions.
 
     Rules (the producer converts, so a layer's outputs are its reader's inputs):
       * a layer's weights: Float/Half as set, fixedN -> N bits, fraction from the largest |w|;
@@ -436,7 +476,6 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
       * otherwise a layer's outputs are the format its device readers want (they must agree);
         with no device reader (the host reads it) the layer's own setting, sized on its output blob.
     """
-    from cnnfpga.partition import DEVICE_TYPES
     device = [layer for layer in graph.layers if layer.type in DEVICE_TYPES]
     if isinstance(setting, Mapping) and setting and all(isinstance(v, LayerSetting) for v in setting.values()):
         settings = dict(setting)

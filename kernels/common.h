@@ -2,20 +2,8 @@
 #ifndef CNNFPGA_COMMON_H
 #define CNNFPGA_COMMON_H
 
-/* Horizontal sums of the CI-wide partial products; the code generator picks HSUM<CI>. */
-#define HSUM1(v) (v)
-#define HSUM2(v) ((v).s0 + (v).s1)
-#define HSUM4(v) (HSUM2((v).lo) + HSUM2((v).hi))
-#define HSUM8(v) (HSUM4((v).lo) + HSUM4((v).hi))
-#define HSUM16(v) (HSUM8((v).lo) + HSUM8((v).hi))
-
-/* A one-wide "vector" load, so that CI = 1 needs no special case in the templates. */
-#define VLOAD1(i, p) ((p)[i])
-
 /* Caffe's (leaky) ReLU on one value. */
 #define RELU_SCALAR(v, slope) ((v) > 0.0f ? (v) : (v) * (slope))
-
-#endif
 
 /* ---- fixed point: the arithmetic of cnnfpga/precision.py, bit for bit ----
  * A value q in a format with f fractional bits stands for q * 2^-f.  Results are rounded half up
@@ -55,20 +43,27 @@ int fx_quantize(float x, int frac, long qmin, long qmax, ulong *saturated)
     return (int)v;
 }
 
-int8 fx_quantize8(float8 x, int frac, long qmin, long qmax, ulong *saturated)
+/* A window's mean rounded half up, as cnnfpga.fixed_reference.pool_fixed: floor((2 sum + d) / (2 d));
+ * C's / truncates toward zero, so a negative numerator is floored by hand. */
+long fx_round_mean(long sum, long d)
 {
-    float values[8];
-    int out[8];
-    vstore8(x, 0, values);
-    for (int i = 0; i < 8; i++)
-        out[i] = fx_quantize(values[i], frac, qmin, qmax, saturated);
-    return vload8(0, out);
+    const long num = 2 * sum + d, den = 2 * d;
+    return num >= 0 ? num / den : -((-num + den - 1) / den);
 }
 
-/* LRN factor table index of a sum of squares S >= 0 (cnnfpga.fixed_reference.lrn_table_index):
- * e = bit length of S, m = the FX_LRN_MANTISSA_BITS bits below its leading one; the table has
- * 64 << FX_LRN_MANTISSA_BITS entries.  The golden model reads this constant from here. */
-#define FX_LRN_MANTISSA_BITS 7
+/* An fp16 store's overflow, counted as cnnfpga.precision.store counts it: a finite value with
+ * |v| >= 65520 rounds to infinity (65520 lies halfway between the largest half, 65504, and 2^16,
+ * and the tie goes to the even neighbour, 2^16).  Returns v, so that a store can wrap it. */
+float fx_half_overflow(float v, ulong *saturated)
+{
+    if (fabs(v) >= 65520.0f && isfinite(v))
+        (*saturated)++;
+    return v;
+}
+
+/* LRN factor table index of a sum of squares S >= 0 (cnnfpga.device_constants.lrn_table_index):
+ * e = bit length of S, m = the FX_LRN_MANTISSA_BITS bits below its leading one (the code
+ * generator defines FX_LRN_MANTISSA_BITS from the same Python constant). */
 int fx_lrn_index(long s)
 {
     const int top = FX_LRN_MANTISSA_BITS + 1;
@@ -76,3 +71,5 @@ int fx_lrn_index(long s)
     const int m = (int)((e > top ? (s >> (e - top)) : (s << (top - e))) & ((1 << FX_LRN_MANTISSA_BITS) - 1));
     return (e << FX_LRN_MANTISSA_BITS) + m;
 }
+
+#endif

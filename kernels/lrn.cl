@@ -1,59 +1,92 @@
-/* Local response normalisation stage (float compute; F32 or F16 streams).
- *
- * ACROSS_CHANNELS (LRN_ACROSS 1): one pixel's CP channels are held on chip and each channel is
- *   divided by (K + ALPHA/N * sum of squares over the N channels centred on it)^BETA; channels
- *   beyond the blob count as zero (padded channels are zero in the stream, and so is their output).
- * WITHIN_CHANNEL (LRN_ACROSS 0): a line buffer of N rows; the window is N x N around the pixel,
- *   zero padded, and the divisor base is 1 + ALPHA/(N*N) * sum of squares (Caffe's construction).
- *
- * Constants: H W C CP CV, LRN_N, LRN_HALF = (N-1)/2, LRN_ALPHA, LRN_BETA, LRN_K, LRN_ACROSS.
+/* Local response normalisation across channels: one pixel's channels are needed at once, so the
+ * stage holds two pixels -- the one being read and the one being written -- and overlaps them:
+ * iteration i reads word i of the image and writes word i - WPP, so cycles per image are
+ * IMAGE_ITERS = (H x W + 1) x WPP.  At read time each value's square goes into `squares`, which
+ * has LRN_HALF zeros at each end, so that the window sum of a lane is LRN_N consecutive entries
+ * (channels beyond the blob are zero in the stream, and so is their output).
+ * Float input: x * (LRN_K + LRN_ALPHA / LRN_N * sum)^-LRN_BETA (Caffe's formula; LRN_INV_POW(b) = b^-BETA,
+ * with square roots for the usual betas: cnnfpga.csource.inverse_power), then the output format.  Fixed-point input, bit-exact with cnnfpga.fixed_reference.lrn_fixed: the exact 64-bit sum
+ * of squares S, t = table[fx_lrn_index(S)] (the factor with 16 fractional bits, computed on the
+ * host and loaded on chip once per launch), CONVERT_OUT(x * t) with ACC_FRAC = input fraction + 16.
+ * Per launch, SETUP_ITERS iterations load the table (LOAD_WIDTH entries each) and clear the ends.
+ * (LRN within a channel is a sliding window: window.cl.)
+ * Constants: H W CPI WIDTH WPP IMAGE_ITERS SETUP_ITERS LOAD_WIDTH, LRN_N LRN_HALF LRN_ALPHA LRN_BETA
+ * LRN_K LRN_INV_POW(b) or TABLE_LEN, FIXED_COMPUTE, SQUARE_T, the value macros.
  */
 SINGLE_WORK_ITEM
-__kernel void STAGE_KERNEL(STAGE_PARAMS __global ulong *restrict saturation, const uint n_images)
+__kernel void STAGE_KERNEL(STAGE_PARAMS
+#if FIXED_COMPUTE
+                           __global const int *restrict table,
+                           ONCHIP_PARAM(int, table_memory)
+#endif
+                           ONCHIP_PARAM(IN_ST, pixels)
+                           ONCHIP_PARAM(SQUARE_T, squares)
+                           __global ulong *restrict stats, const uint n_images)
 {
     STAGE_CURSORS
-    ulong saturated = 0;   /* values a fixed-point output saturated (mixed precision) */
-#if LRN_ACROSS
-    /* squares of one pixel's channels with LRN_HALF zeros on each side, so that the window sum of
-       a whole stream word is LRN_N shifted vector loads */
-    __local float squares[CP + 2 * LRN_HALF];
-    __local float8 pixel[CV];
-    for (int i = 0; i < LRN_HALF; i++)
-        squares[i] = squares[CP + LRN_HALF + i] = 0.0f;
-    for (uint p = 0; p < n_images * (uint)(H * W); p++) {
-        for (int cv = 0; cv < CV; cv++) {
-            const float8 v = READ_IN();
-            pixel[cv] = v;
-            vstore8(v * v, 0, squares + LRN_HALF + cv * 8);
-        }
-        for (int cv = 0; cv < CV; cv++) {
-            float8 sum = (float8)(0.0f);
-            for (int i = 0; i < LRN_N; i++)
-                sum += vload8(0, squares + cv * 8 + i);
-            WRITE_OUT(pixel[cv] * pow(LRN_K + (LRN_ALPHA / LRN_N) * sum, (float8)(-LRN_BETA)));
-        }
-    }
-#else
-    __local float8 line[LRN_N * W * CV];
-    for (uint n = 0; n < n_images; n++) {
-        int next_row = 0;
-        for (int y = 0; y < H; y++) {
-            for (; next_row <= min(y + LRN_HALF, H - 1); next_row++)
-                for (int i = 0; i < W * CV; i++)
-                    line[(next_row % LRN_N) * (W * CV) + i] = READ_IN();
-            for (int x = 0; x < W; x++)
-                for (int cv = 0; cv < CV; cv++) {
-                    float8 sum = (float8)(0.0f);
-                    for (int yy = max(y - LRN_HALF, 0); yy <= min(y + LRN_HALF, H - 1); yy++)
-                        for (int xx = max(x - LRN_HALF, 0); xx <= min(x + LRN_HALF, W - 1); xx++) {
-                            const float8 v = line[((yy % LRN_N) * W + xx) * CV + cv];
-                            sum = mad(v, v, sum);
-                        }
-                    const float8 centre = line[((y % LRN_N) * W + x) * CV + cv];
-                    WRITE_OUT(centre * pow(1.0f + (LRN_ALPHA / (LRN_N * LRN_N)) * sum, (float8)(-LRN_BETA)));
-                }
-        }
-    }
+    ONCHIP_ARRAY(IN_ST, pixels, 2 * CPI)
+    ONCHIP_ARRAY(SQUARE_T, squares, 2 * (CPI + 2 * LRN_HALF))
+    ulong saturated = 0;
+    CYCLE_COUNTER
+#if FIXED_COMPUTE
+    ONCHIP_ARRAY(int, table_memory, TABLE_LEN)
 #endif
-    saturation[SAT_SLOT] += saturated;
+    for (int i = 0; i < SETUP_ITERS; i++) {
+        COUNT_CYCLE
+#if FIXED_COMPUTE
+        UNROLL
+        for (int k = 0; k < LOAD_WIDTH; k++)
+            if (i * LOAD_WIDTH + k < TABLE_LEN)
+                table_memory[i * LOAD_WIDTH + k] = table[i * LOAD_WIDTH + k];
+#endif
+        if (i == 0) {
+            UNROLL
+            for (int b = 0; b < 2; b++) {
+                UNROLL
+                for (int e = 0; e < LRN_HALF; e++) {
+                    squares[b * (CPI + 2 * LRN_HALF) + e] = 0;
+                    squares[b * (CPI + 2 * LRN_HALF) + LRN_HALF + CPI + e] = 0;
+                }
+            }
+        }
+    }
+    for (uint n = 0; n < n_images; n++) {
+        int read_word = 0, read_buffer = 0, write_word = 0, write_buffer = 0;
+        for (int i = 0; i < IMAGE_ITERS; i++) {
+            COUNT_CYCLE
+            if (i >= WPP) {   /* write: word write_word of the previous pixel */
+                OUT_WORD out;
+                UNROLL
+                for (int l = 0; l < WIDTH; l++) {
+                    const int c = write_word * WIDTH + l;
+                    SQUARE_T sum = 0;
+                    UNROLL
+                    for (int e = 0; e < LRN_N; e++)
+                        sum += squares[write_buffer * (CPI + 2 * LRN_HALF) + c + e];
+#if FIXED_COMPUTE
+                    const long x = IN_VALUE_AT(pixels, write_buffer * CPI + c);
+                    OUT_SET(out, l, CONVERT_OUT(x * table_memory[fx_lrn_index(sum)], &saturated));
+#else
+                    const float x = IN_VALUE_AT(pixels, write_buffer * CPI + c);
+                    OUT_SET(out, l, FLOAT_TO_OUT(x * LRN_INV_POW(LRN_K + (LRN_ALPHA / LRN_N) * sum), &saturated));
+#endif
+                }
+                WRITE_OUT(out);
+                if (++write_word == WPP) { write_word = 0; write_buffer ^= 1; }
+            }
+            if (i < IMAGE_ITERS - WPP) {   /* read: word read_word of the next pixel */
+                const IN_WORD in = READ_IN();
+                UNROLL
+                for (int l = 0; l < WIDTH; l++) {
+                    const int c = read_word * WIDTH + l;
+                    pixels[read_buffer * CPI + c] = in.value[l];
+                    const SQUARE_T x = IN_VALUE(in, l);
+                    squares[read_buffer * (CPI + 2 * LRN_HALF) + LRN_HALF + c] = x * x;
+                }
+                if (++read_word == WPP) { read_word = 0; read_buffer ^= 1; }
+            }
+        }
+    }
+    stats[2 * SAT_SLOT] += saturated;
+    STORE_CYCLES(stats, SAT_SLOT)
 }

@@ -1,4 +1,5 @@
-"""Each stage kernel (the FPGA variant, channels emulated) on PoCL against the numpy float reference.
+"""Each stage kernel (the FPGA variant, channels emulated) on PoCL against the numpy float reference,
+with every stage counting its loop iterations, which must equal the design's cycles.
 
 To keep OpenCL builds few, one net holds many single-layer branches that all read the same input;
 each branch becomes a device segment of its own and every branch's output is checked.
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from cnnfpga import reference
+from cnnfpga.precision import Fixed, Half
 from cnnfpga.runtime import DeviceNet
 from conftest import filler_graph
 
@@ -72,8 +74,14 @@ def stage_run(tmp_path_factory):
     path.write_text(stage_net_text())
     graph = filler_graph(path)
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
-    net = DeviceNet(graph)
+    net = DeviceNet(graph, count_cycles=True)
     return graph, net, net.forward({"data": x}), reference.forward(graph, {"data": x})
+
+
+def assert_cycles_match_the_design(net, batch):
+    """Every stage ran exactly the iterations its schedule gives (cnnfpga.design)."""
+    model = {stage.name: net.design.schedule(stage).cycles(batch) for stage in net.plan.stages}
+    assert net.cycles() == model
 
 
 def relative_error(got, want) -> float:
@@ -97,6 +105,7 @@ def test_every_branch_ran_on_the_device(stage_run):
     fused = [s for s in net.plan.stages if s.name == "conv_relu"][0]
     assert fused.fused == ["relu_fused"] and fused.relu_slope == 0.25
     assert all(seconds > 0 for seconds in net.stage_seconds.values())
+    assert_cycles_match_the_design(net, INPUT[0])
 
 
 def test_fast_variant_matches_reference(stage_run):
@@ -112,13 +121,42 @@ def test_fast_variant_matches_reference(stage_run):
         assert relative_error(got[name], want[name]) < 1e-5, name
 
 
-def test_parallelism_does_not_change_results(stage_run):
-    graph, _, default, _ = stage_run
+# odd parallelism: every F, both places for the weights, outputs gathered into wider words or split
+# into narrower ones, groups, channels that are not whole words, narrow DDR loads
+ODD_DESIGNS = {
+    "conv_plain": {"ci": 3, "co": 5, "f": 9},
+    "conv_stride_pad": {"ci": 6, "co": 9, "f": 3, "weights": "ddr", "width_out": 4},
+    "conv_rect": {"ci": 1, "co": 8, "f": 5, "width_out": 2},
+    "conv_group2": {"ci": 3, "co": 5, "f": 1, "weights": "ddr"},
+    "conv_group3": {"ci": 2, "co": 4, "f": 4, "width_out": 8},
+    "conv_dilated": {"ci": 6, "co": 8, "f": 9, "width_out": 16, "load_width": 5},
+    "conv_1x1_s2": {"ci": 6, "co": 17, "f": 1},
+    "conv_big": {"ci": 3, "co": 2, "f": 5, "weights": "ddr", "load_width": 3},
+    "chain_conv": {"ci": 2, "co": 6, "f": 3, "width_out": 3},
+}
+
+
+@pytest.mark.parametrize("setting", ["float", "fixed16"])
+def test_odd_parallelism_gives_the_same_results_in_the_cycles_of_its_design(stage_run, setting):
+    from cnnfpga.fixed_reference import forward_fixed
+    from cnnfpga.precision import calibrate, resolve_precision
+    graph, _, _, want = stage_run
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
-    net = DeviceNet(graph, parallelism={"conv_plain": (2, 1), "conv_rect": (1, 4), "conv_group2": (1, 1)})
+    stats = calibrate(graph, {"data": x}) if setting != "float" else None
+    net = DeviceNet(graph, precision=setting, calibration=stats, parallelism=ODD_DESIGNS, count_cycles=True)
+    for name, design in ODD_DESIGNS.items():
+        stage_design = net.design.of(next(s for s in net.plan.stages if s.name == name))
+        assert all(getattr(stage_design, key) == value for key, value in design.items()), name
     got = net.forward({"data": x})
-    for name in ("conv_plain", "conv_rect", "conv_group2"):
-        np.testing.assert_allclose(got[name], default[name], rtol=1e-5, atol=1e-5)
+    checked = [name for name in ODD_DESIGNS if name != "chain_conv"] + ["chain_conv2"]   # chain_conv streams on
+    if setting == "float":
+        for name in checked:
+            assert relative_error(got[name], want[name]) < 1e-5, name
+    else:
+        golden = forward_fixed(graph, {"data": x}, resolve_precision(graph, setting, stats))
+        for name in checked:
+            np.testing.assert_array_equal(got[name], golden.blobs[name], err_msg=name)
+    assert_cycles_match_the_design(net, INPUT[0])
 
 
 # ------------------------------------------------------------------------------- half, fixed point
@@ -132,14 +170,15 @@ def test_half_stages_within_one_rounding_of_the_half_golden_model(stage_graph):
     from cnnfpga.fixed_reference import forward_fixed
     from cnnfpga.precision import resolve_precision
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
-    net = DeviceNet(stage_graph, precision="half")
-    assert all(code.source_out.tag == "F16" for code in net.program_code.stages)
+    net = DeviceNet(stage_graph, precision="half", count_cycles=True)
+    assert all(isinstance(code.source_out.fmt, Half) for code in net.program_code.stages)
     got = net.forward({"data": x})
     want = forward_fixed(stage_graph, {"data": x}, resolve_precision(stage_graph, "half")).blobs
     for name in list(CONVS) + list(POOLS) + list(LRNS) + ["relu_leaky", "conv_relu", "chain_conv2"]:
         # float sums in another order may land on the other side of an fp16 rounding: one unit
         scale = np.abs(want[name]).max()
         assert np.abs(got[name] - want[name]).max() <= 2.0 ** -10 * scale, name
+    assert_cycles_match_the_design(net, INPUT[0])
 
 
 @pytest.mark.parametrize("setting", ["fixed16", "fixed6.4"])
@@ -148,8 +187,8 @@ def test_fixed_stages_are_bit_exact_and_count_saturation(stage_graph, setting):
     from cnnfpga.precision import calibrate, resolve_precision
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
     stats = calibrate(stage_graph, {"data": x})
-    net = DeviceNet(stage_graph, precision=setting, calibration=stats)
-    assert all(code.source_in.tag == "I32" for code in net.program_code.stages)
+    net = DeviceNet(stage_graph, precision=setting, calibration=stats, count_cycles=True)
+    assert all(isinstance(code.source_in.fmt, Fixed) for code in net.program_code.stages)
     got = net.forward({"data": x})
     golden = forward_fixed(stage_graph, {"data": x}, resolve_precision(stage_graph, setting, stats))
     for name in list(CONVS) + list(POOLS) + list(LRNS) + ["relu_leaky", "conv_relu", "chain_conv2"]:
@@ -162,6 +201,7 @@ def test_fixed_stages_are_bit_exact_and_count_saturation(stage_graph, setting):
         assert sum(counts.values()) == 0
     # a leaky ReLU in fixed point does not fuse: it needs its own rescaling
     assert "relu_fused" in {stage.name for stage in net.plan.stages}
+    assert_cycles_match_the_design(net, INPUT[0])
 
 
 # ------------------------------------------------------------------ ReLU fusion across formats

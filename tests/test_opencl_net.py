@@ -4,11 +4,11 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from cnnfpga import codegen, reference
+from cnnfpga import fast, reference
 from cnnfpga.errors import DeviceError, PrecisionError
 from cnnfpga.fixed_reference import forward_fixed
-from cnnfpga.precision import calibrate, resolve_precision
-from cnnfpga.partition import Segment
+from cnnfpga.precision import Fixed, calibrate, resolve_precision
+from cnnfpga.placement import Segment
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
 from conftest import filler_graph, shared_path
@@ -99,18 +99,18 @@ def test_trained_lenet_classifies_like_the_golden_model():
     assert (got.argmax(1) == want.argmax(1)).all()
 
 
-@pytest.mark.parametrize("partitioned", [None, False, True])   # decided by the stream, or set beforehand
-def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
+@pytest.mark.parametrize("split", [None, False, True])   # decided by the stream, or set beforehand
+def test_stream_overlaps_host_layers_and_gives_the_same_results(split):
     from cnnfpga.runtime.executor import TIMED_BATCHES, WARM_UP_BATCHES
     graph = filler_graph(shared_path("models", "cifar10_quick", "cifar10_quick.prototxt"))
     net = DeviceNet(graph)
     assert [step.layer.type for step in net.tail] == ["InnerProduct", "InnerProduct", "Softmax"]
     assert len(net.head) == 1   # one segment: the stream keeps the next batch on the device's queue
     n = graph.inputs["data"][0]
-    if partitioned is not None:
-        if partitioned and net.partition is None:
-            pytest.skip("the OpenCL device cannot be partitioned")
-        net.stream_partitioned[n] = partitioned
+    if split is not None:
+        if split and net.sub_device is None:
+            pytest.skip("the OpenCL device cannot be split into sub-devices")
+        net.stream_split_cores[n] = split
     count = WARM_UP_BATCHES + TIMED_BATCHES + 3   # the last ones overlap, whatever was timed before
     batches = [random_inputs(graph, seed) for seed in range(count)]
     streamed = list(net.forward_stream(iter(batches)))
@@ -118,7 +118,7 @@ def test_stream_overlaps_host_layers_and_gives_the_same_results(partitioned):
     for batch, result in zip(batches, streamed):   # forward() splits the products over threads: rounding
         np.testing.assert_allclose(result["prob"], net.forward(batch)["prob"], rtol=1e-6, atol=1e-7)
     assert net.inner_products["ip1"].stats.calls == 2 * count   # one GEMM per batch, whole batch at once
-    assert isinstance(net.stream_partitioned.get(n, False), bool)
+    assert isinstance(net.stream_split_cores.get(n, False), bool)
 
 
 def test_stream_with_host_layers_between_device_segments(tmp_path):
@@ -141,15 +141,15 @@ layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_para
         np.testing.assert_allclose(result["fc"], net.forward(batch)["fc"], rtol=1e-5, atol=1e-6)
 
 
-def test_partition_pays_where_device_and_host_layers_take_similar_times():
+def test_splitting_the_cores_pays_where_device_and_host_layers_take_similar_times():
     net = DeviceNet(filler_graph(shared_path("models", "lenet", "lenet.prototxt")))
-    if net.partition is None:
-        assert not net.partition_pays(0.006, 0.0095)
+    if net.sub_device is None:
+        assert not net.split_cores_pays(0.006, 0.0095)
         return
     cores = net.device.max_compute_units
-    assert net.partition_pays(0.006, 0.006 * cores)               # host layers as long as the device's work
-    assert not net.partition_pays(0.095, 0.040)                   # device dominates (AlexNet batch 16)
-    assert not net.partition_pays(0.001, 0.050)                   # host dominates: no gain from a partition
+    assert net.split_cores_pays(0.006, 0.006 * cores)               # host layers as long as the device's work
+    assert not net.split_cores_pays(0.095, 0.040)                   # device dominates (AlexNet batch 16)
+    assert not net.split_cores_pays(0.001, 0.050)                   # host dominates: no gain from a split
 
 
 FAST_LAYERS = {  # name: (type, parameter text); each reads "data" (2, 20, 9, 11): 20 channels, not whole words
@@ -203,9 +203,9 @@ def test_fast_variant_kernels_match_the_reference(fast_layers_net):
             np.testing.assert_array_equal(got[name], fpga[name], err_msg=name)
 
 
-@pytest.mark.parametrize("taps", sorted(codegen.WINOGRAD))
+@pytest.mark.parametrize("taps", sorted(fast.WINOGRAD))
 def test_winograd_matrices_compute_a_correlation(taps):
-    a_t, g, b_t = (np.array(m, np.float64) for m in codegen.WINOGRAD[taps])
+    a_t, g, b_t = (np.array(m, np.float64) for m in fast.WINOGRAD[taps])
     rng = np.random.default_rng(taps)
     d, w = rng.normal(size=taps + 1), rng.normal(size=taps)
     np.testing.assert_allclose(a_t @ ((g @ w) * (b_t @ d)), np.correlate(d, w, "valid"), rtol=1e-12, atol=1e-12)
@@ -278,7 +278,7 @@ def test_mixed_precision_converts_at_stage_boundaries():
     conv1, pool1 = net.plan.stages[:2]
     assert conv1.precision.inputs == conv1.precision.weights == type(conv1.precision.inputs)()   # float
     assert conv1.precision.outputs == pool1.precision.inputs and pool1.precision.inputs.total_bits == 16
-    assert net.codes[conv1.index].source_out.tag == "I32"    # the float stage quantises what it writes
+    assert isinstance(net.codes[conv1.index].source_out.fmt, Fixed)    # the float stage quantises what it writes
     # the float conv1 sums in another order than the golden model, so a value at a rounding boundary
     # of the fixed format may land one step away; everything downstream is integer and exact
     out = got["pool3"]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from cnnfpga.errors import PrecisionError
-from cnnfpga.fixed_reference import (FACTOR_FRAC, LRN_MANTISSA_BITS, LRN_TABLE_LEN, conv_fixed, forward_fixed,
-                                     leaky_slope_constant, lrn_bucket_middles, lrn_factor, lrn_factor_table, lrn_fixed,
-                                     lrn_table_index, pool_fixed, relu_fixed)
+from cnnfpga.device_constants import (FACTOR_FRAC, LRN_MANTISSA_BITS, LRN_TABLE_LEN, leaky_slope_constant,
+                                      lrn_bucket_middles, lrn_factor, lrn_factor_table, lrn_table_index,
+                                      lrn_table_length)
+from cnnfpga.fixed_reference import conv_fixed, forward_fixed, lrn_fixed, pool_fixed, relu_fixed
 from cnnfpga.graph import load_graph
 from cnnfpga.layers import REGISTRY, pool as pool_layer
-from cnnfpga.partition import fold_batch_norms
+from cnnfpga.placement import fold_batch_norms
 from cnnfpga.layers.conv import ConvSpec
 from cnnfpga.layers.lrn import LRNSpec
 from cnnfpga.layers.pool import PoolSpec
@@ -354,11 +355,23 @@ def test_pool_matches_exact_rounding_of_the_float_reference(spec):
 # ------------------------------------------------------------------------------------------ LRN
 
 def test_lrn_table_index_hand_cases():
-    assert LRN_MANTISSA_BITS == 7 and LRN_TABLE_LEN == 8192     # read from kernels/common.h
+    assert LRN_MANTISSA_BITS == 7 and LRN_TABLE_LEN == 8192
     s = np.array([0, 1, 3, 255, 256, 257, 258, 511, 512, 2**62, 2**63 - 1])
     # e = bit length, m = the 7 bits below the leading one
     e_m = [(0, 0), (1, 0), (2, 64), (8, 127), (9, 0), (9, 0), (9, 1), (9, 127), (10, 0), (63, 0), (63, 127)]
     assert lrn_table_index(s).tolist() == [e * 128 + m for e, m in e_m]
+
+
+def test_lrn_table_length_keeps_only_reachable_entries():
+    across, within = LRNSpec(5, 1e-4, 0.75, 1.0, "ACROSS_CHANNELS"), LRNSpec(3, 5e-5, 0.75, 1.0, "WITHIN_CHANNEL")
+    # 5 * 32768^2 = 5 * 2^30 has 33 bits -> exponents 0..33, 34 << 7 entries; 9 (3x3) * 2^30 has 34 bits
+    assert lrn_table_length(across, Fixed(16, 8)) == 34 * 128
+    assert lrn_table_length(within, Fixed(16, 8)) == 35 * 128
+    assert lrn_table_length(across, Fixed(8, 4)) == 18 * 128        # 5 * 128^2 = 81920: 17 bits
+    for spec, fmt in [(across, Fixed(16, 8)), (within, Fixed(8, 2))]:
+        window = 5 if spec is across else 9
+        largest = np.array([window * fmt.qmin * fmt.qmin, window * fmt.qmin * fmt.qmin - 1])
+        assert lrn_table_index(largest).max() < lrn_table_length(spec, fmt)
 
 
 def test_lrn_bucket_middles_lie_in_their_buckets():

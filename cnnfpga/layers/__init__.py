@@ -2,8 +2,9 @@
 
 Each entry keeps a layer type's knowledge side by side: how its typed spec is read from the
 protobuf message, its shape rule, its learned blobs' shapes and default fillers, its numpy
-reference (the golden model) and its multiply-accumulate count. Device kernels and cost
-models are linked by the layer type string (see cnnfpga.partition and kernels/).
+reference (the golden model) and its multiply-accumulate count. Device stages -- kernels and
+cost models -- are linked by the layer type string: DEVICE_TYPES below, cnnfpga.placement,
+cnnfpga.design (one module per stage kind) and kernels/.
 """
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,6 +31,9 @@ class LayerKind:
 
 
 REGISTRY: dict[str, LayerKind] = {}
+
+# layer types that have a device stage (a kernel template and a cost model)
+DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU")
 
 
 def register(type_name: str, kind: LayerKind) -> None:

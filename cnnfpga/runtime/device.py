@@ -34,9 +34,17 @@ def is_fpga(device) -> bool:
     return "fpga" in device.platform.name.lower() or bool(device.type & cl.device_type.ACCELERATOR)
 
 
+def is_emulator(device) -> bool:
+    """Intel's FPGA Emulation Platform: an FPGA platform by name, but the host's CPU underneath."""
+    name = device.platform.name.lower()
+    return "emulation" in name and "fpga" in name
+
+
 def select_device(selector: str = None):
     """The device named by `selector` (or $CNNFPGA_DEVICE): "P:D" indices or a substring of the
-    platform or device name.  Without one: an Intel FPGA platform if present, else the first device."""
+    platform or device name ("FPGA Emulation" picks Intel's emulator).  Without one: a real FPGA board,
+    else the first device that is not the emulator (it runs FPGA code on the host's CPU to check it, not
+    to be fast, so it is chosen by name), else the emulator when it is the only device."""
     selector = selector if selector is not None else os.environ.get("CNNFPGA_DEVICE")
     found = all_devices()
     if not found:
@@ -51,13 +59,13 @@ def select_device(selector: str = None):
                 return device
         raise DeviceError(f"no OpenCL device matches {selector!r} (from the device= argument or $CNNFPGA_DEVICE); "
                           f"available: {listing}")
-    for _, _, platform, device in found:
-        if is_fpga(device):
-            return device
-    return found[0][3]
+    devices = [device for *_, device in found]
+    boards = [device for device in devices if is_fpga(device) and not is_emulator(device)]
+    not_emulators = [device for device in devices if not is_emulator(device)]
+    return (boards or not_emulators or devices)[0]
 
 
-def host_partition(device):
+def host_cores_but_one(device):
     """A sub-device of all of `device`'s compute units but one, when `device` is the host's own CPU
     (so that a stream can leave a core to the host layers); None for other devices, a single core,
     or a platform that cannot partition."""

@@ -1,4 +1,4 @@
-"""DeviceNet: runs a Plan -- device segments through OpenCL, host layers on the CPU."""
+"""DeviceNet: runs a Plan as a Design sizes it -- device segments through OpenCL, host layers on the CPU."""
 from __future__ import annotations
 
 import os
@@ -12,36 +12,43 @@ import pyopencl as cl
 from cnnfpga.host.inner_product import InnerProduct, blas_threads
 from cnnfpga.host.softmax import softmax
 
-from .. import codegen
+from .. import codegen, fast
+from ..design import default_design, kind
+from ..design.stage import padded
 from ..errors import DeviceError
 from ..layers import REGISTRY
-from ..fixed_reference import lrn_factor_table
-from ..partition import HostStep, Segment, padded, partition
-from ..precision import (Fixed, Half, calibrate, dequantize, load_calibration, quantize, quantize_accumulator,
-                         round_half)
+from ..placement import HostStep, Segment, place
+from ..precision import Fixed, Half, calibration_statistics, dequantize, quantize, storage_dtype
 from ..reference import check_inputs
-from .device import build_program, host_partition, is_fpga, select_device
+from .device import build_program, host_cores_but_one, is_emulator, is_fpga, select_device
 
-STREAM_DTYPE = {"F32": np.float32, "F16": np.float16, "I32": np.int32}
 # Device and host layers time-sharing all cores of the CPU run at about this fraction of their speeds
 # alone (kernels wait for a descheduled work-group, the inner products' stream evicts the conv
 # weights): measured 0.74 for AlexNet at batch 1, 0.9 at batch 16, on 2 cores.  forward_stream
-# weighs it against a partition of the cores (see DeviceNet.partition_pays).
+# weighs it against giving the device all cores but one (see DeviceNet.split_cores_pays).
 SHARED_CORES_EFFICIENCY = 0.75
 WARM_UP_BATCHES, TIMED_BATCHES = 2, 3   # run alone by a stream before it decides how to share the cores
                                         # (PoCL's first runs of a size are up to twice as slow)
+STALL_SECONDS = 60.0    # per image: an FPGA segment none of whose stages finishes for this long has stalled
+POLL_SECONDS = 0.02
 
 
-def to_stream(x: np.ndarray, fmt, tag: str) -> tuple:
-    """(N, C, H, W) float32 -> (the stream layout (N, H, W, C padded to whole words) in `fmt`,
-    values that saturated).  The host converts into the first stage's input format as the golden
-    model does: float16 rounds to nearest even (as vstore_half_rte), fixed point through quantize."""
+def to_stream(x: np.ndarray, fmt, width: int) -> tuple:
+    """(N, C, H, W) float32 -> (the stream layout (N, H, W, C padded to whole words of `width`) in
+    the storage of `fmt`, values that saturated).  The host converts into the first stage's input
+    format as the golden model does: fp16 rounds to nearest even (as vstore_half_rte; a finite value
+    that becomes infinite counts), fixed point through quantize."""
     n, c, h, w = x.shape
-    out = np.zeros((n, h, w, padded(c)), STREAM_DTYPE[tag])
-    saturated = 0
+    out = np.zeros((n, h, w, padded(c, width)), storage_dtype(fmt))
     values = x.transpose(0, 2, 3, 1)
+    saturated = 0
     if isinstance(fmt, Fixed):
         values, saturated = quantize(values, fmt)
+    elif isinstance(fmt, Half):
+        with np.errstate(over="ignore"):
+            halves = np.asarray(values, np.float32).astype(np.float16)
+        saturated = int(np.count_nonzero(np.isinf(halves) & np.isfinite(values)))
+        values = halves.view(np.uint16)
     out[..., :c] = values
     return out, saturated
 
@@ -51,6 +58,8 @@ def from_stream(s: np.ndarray, channels: int, fmt) -> np.ndarray:
     values = s[..., :channels].transpose(0, 3, 1, 2)
     if isinstance(fmt, Fixed):
         values = dequantize(values, fmt)
+    elif isinstance(fmt, Half):
+        values = values.view(np.float16)
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
@@ -81,77 +90,70 @@ class SegmentRun:
     source: np.ndarray    # the host array the input copy reads: alive until the queue has run it
 
 
-def calibration_statistics(graph, calibration):
-    """None, a JSON file of statistics, a {blob: level} mapping, or input batches -> stats.
-
-    Batches are an array for the net's first input, a {input: array} dict, or a list of such dicts;
-    each runs through the golden model reshaped to its batch size, whatever the net's own batch is.
-    """
-    if calibration is None:
-        return None
-    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
-        return load_calibration(calibration)
-    if isinstance(calibration, np.ndarray):
-        calibration = {next(iter(graph.inputs)): calibration}
-    if isinstance(calibration, dict) and all(np.isscalar(v) for v in calibration.values()):
-        return {name: float(v) for name, v in calibration.items()}
-    batches = [calibration] if isinstance(calibration, dict) else list(calibration)
-    stats = {}
-    for batch in batches:
-        batch = {name: np.asarray(value, dtype=np.float32) for name, value in batch.items()}
-        shaped = graph.reshape({name: value.shape for name, value in batch.items()})
-        for blob, level in calibrate(shaped, batch).items():
-            stats[blob] = max(level, stats.get(blob, 0.0))
-    return stats
-
-
 class DeviceNet:
     """A Graph run the FPGA way: conv / pool / ReLU / LRN stages as OpenCL kernels, the rest on the host.
 
     graph:      a cnnfpga.graph.Graph (weights attached)
     precision:  a setting ("float", "half", "fixed16", "fixed8.4", {layer: form, "*": default}, a JSON
                 path) or {layer name: LayerPrecision} already resolved (cnnfpga.precision.resolve_precision)
-    device:     platform/device name substring or "P:D"; default $CNNFPGA_DEVICE, then an Intel FPGA, then any
+    device:     platform/device name substring or "P:D"; default $CNNFPGA_DEVICE, then a real FPGA board,
+                then any device but the FPGA emulator
     calibration: for fixed formats with automatic fractional bits: input batches to run through the
                 golden model, a {blob: max |x|} mapping, or a JSON file of those; None: defaults
-    bitstream:  an aoc-built .aocx for an FPGA (required there: aoc compiles offline)
+    bitstream:  an aoc-built .aocx for an FPGA board (a board cannot compile source; Intel's FPGA
+                emulator can, and builds the channel source itself)
     prune_threshold: passed to the host inner products
-    parallelism: {conv layer name: (ci, co)} overriding the defaults
+    parallelism: {conv layer name: (ci, co[, f]) or {field: value}} overriding the default design
+    design:     a cnnfpga.design.Design of this net (from the balancer or a design folder) instead of
+                the default one; its plan is used as it is (precision and calibration must be None)
     variant:    "fpga" (every stage the single work-item kernel aoc would get) or "fast" (for CPUs and
                 GPUs, not an FPGA design: float convolutions as register-tiled NDRange kernels, 3x3 and
                 5x5 stride-1 ones as Winograd F(2x2, r x r); float pooling and LRN across channels one
                 work-item per pixel; a segment's float input laid out on the device)
-    inject:     {stage index: source text} added to that stage's code (to test build errors)
+    count_cycles: build with -D CNNFPGA_COUNT_CYCLES: every stage counts its loop iterations
+                (cycles(); for checking the cost model on a CPU, never in an aoc build)
+    stall_seconds: on an FPGA platform, seconds per image after which a segment none of whose
+                stages finishes is reported as stalled (default STALL_SECONDS)
+    inject:     {stage index: source text} added to that stage's code (to test build errors and stalls)
     host_threads: threads an inner product is split over in forward() (default: one per CPU);
                 forward_stream uses one, the device's threads have the other cores
     """
 
     def __init__(self, graph, precision="float", device=None, calibration=None, bitstream=None,
                  prune_threshold: float = 0.0, parallelism: dict = None, variant: str = "fpga",
-                 inject: dict = None, host_threads: int = None):
+                 inject: dict = None, host_threads: int = None, design=None, count_cycles: bool = False,
+                 stall_seconds: float = None):
         self.graph = graph
         self.host_threads = host_threads or os.cpu_count() or 1
-        self.plan = partition(graph, precision, parallelism, calibration_statistics(graph, calibration))
+        if design is not None:
+            self.plan = design.plan
+        else:
+            self.plan = place(graph, precision, calibration_statistics(graph, calibration))
+            design = default_design(self.plan, parallelism, variant)
+        self.design = design
         self.device = select_device(device)
+        self.fpga = is_fpga(self.device)
         # where the device is the host's CPU: a sub-device leaving one core to the host layers (streams)
-        self.partition = host_partition(self.device)
-        devices = [self.device] + ([self.partition] if self.partition is not None else [])
+        self.sub_device = host_cores_but_one(self.device)
+        devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
         self.context = cl.Context(devices)
         profiling = cl.command_queue_properties.PROFILING_ENABLE
         self.queue = cl.CommandQueue(self.context, self.device, properties=profiling)
-        self.partition_queue = (cl.CommandQueue(self.context, self.partition, properties=profiling)
-                                if self.partition is not None else None)
-        self.stream_partitioned = {}   # batch size -> did forward_stream partition the cores
+        self.sub_queue = (cl.CommandQueue(self.context, self.sub_device, properties=profiling)
+                          if self.sub_device is not None else None)
+        self.stream_split_cores = {}   # batch size -> did forward_stream give the device all cores but one
         self.stream_timing = {}        # batch size -> (device, host-layer seconds) that decided it
-        self.program_code = codegen.generate(self.plan, inject, variant)
-        fpga = is_fpga(self.device)
-        if fpga and variant != "fpga":
+        self.program_code = codegen.generate(self.plan, design, inject, variant)
+        if self.fpga and variant != "fpga":
             raise DeviceError(f"{graph.path}: the '{variant}' variant is not an FPGA design; use variant='fpga' "
                               f"on '{self.device.name.strip()}'")
-        if fpga and bitstream is None:
-            raise DeviceError(f"{graph.path}: '{self.device.name.strip()}' is an FPGA; compile the generated source "
-                              "with aoc and pass bitstream=path.aocx")
-        options = [] if fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
+        if self.fpga and not is_emulator(self.device) and bitstream is None:
+            raise DeviceError(f"{graph.path}: '{self.device.name.strip()}' is an FPGA board; compile the generated "
+                              "source with aoc and pass bitstream=path.aocx")
+        # an FPGA platform runs the real channels, every stage of a segment at once on its own queue
+        options = [] if self.fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
+        if count_cycles:
+            options += ["-D", "CNNFPGA_COUNT_CYCLES"]
         if variant == "fast":
             options.append("-cl-mad-enable")
         self.program = build_program(self.context, devices, self.program_code.source, options,
@@ -162,13 +164,16 @@ class DeviceNet:
                                                     getattr(self.program, code.kernel + "_gemm"))
                                  for code in self.program_code.stages if code.winograd}
         self.codes = {code.stage.index: code for code in self.program_code.stages}
+        self.stage_queues = ({stage.index: cl.CommandQueue(self.context, self.device, properties=profiling)
+                              for stage in self.plan.stages} if self.fpga else {})
+        self.stall_seconds = STALL_SECONDS if stall_seconds is None else float(stall_seconds)
         # fast variant: a float segment input goes to the device as it is and a kernel lays it out
         self.layout_kernel = self.program.cnnfpga_nchw_to_stream if variant == "fast" else None
-        # saturated values per stage: the kernels count theirs in this buffer, the host its own
-        # conversions (weights, a segment's input) in host_saturation
+        # per stage, two counters the kernels add to: values saturated (fp16 overflows) and, with
+        # count_cycles, loop iterations; the host counts its own conversions in host_saturation
         self.host_saturation = {stage.index: 0 for stage in self.plan.stages}
-        self.saturation_buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
-                                           hostbuf=np.zeros(max(1, len(self.plan.stages)), np.uint64))
+        self.stats_buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
+                                      hostbuf=np.zeros(2 * max(1, len(self.plan.stages)), np.uint64))
         self.stage_args = {stage.index: self._stage_args(stage) for stage in self.plan.stages}
         self.inner_products = {step.layer.name: InnerProduct.from_layer(step.layer, prune_threshold=prune_threshold)
                                for step in self.plan.steps
@@ -189,34 +194,48 @@ class DeviceNet:
         """The kernel arguments after the two ports and before n_images."""
         code = self.codes[stage.index]
         flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
-        args = []
-        if stage.kind == "conv":
-            layout = (codegen.winograd_weight_layout if code.winograd else
-                      codegen.fast_conv_weight_layout if code.ndrange else codegen.conv_weight_layout)
-            weights, bias = layout(stage)
-            p = stage.precision
-            if codegen.is_fixed(stage):
-                weights, saturated = quantize(weights, p.weights)
-                self.host_saturation[stage.index] += saturated
-                weights = weights.astype(np.int32)
-                bias = quantize_accumulator(bias, p.weights.frac_bits + p.inputs.frac_bits)
-            elif isinstance(p.weights, Half):   # fp16 weights, float arithmetic
-                weights, bias = round_half(weights), round_half(bias)
-            args += [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
-            if code.ndrange and not code.winograd:   # what the fast conv reads where its window covers padding
-                zeros = np.zeros(codegen.fast_zeros_length(stage), np.float32)
-                args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
-        if stage.kind == "lrn" and codegen.is_fixed(stage):
-            args.append(cl.Buffer(self.context, flags, hostbuf=lrn_factor_table(stage.spec, stage.precision.inputs)))
-        if not (code.ndrange or code.pixel_kernel):
-            args.append(self.saturation_buffer)
+        if code.fast:
+            return self._fast_args(stage, code, flags)
+        sd = self.design.of(stage)
+        arrays, saturated = kind(stage).arrays(stage, sd)
+        self.host_saturation[stage.index] += saturated
+        args = [cl.Buffer(self.context, flags, hostbuf=np.ascontiguousarray(a)) for a in arrays]
+        if not self.fpga:   # on-chip arrays, emulated in global memory
+            args += [cl.Buffer(self.context, cl.mem_flags.READ_WRITE, max(1, a.count) * np.dtype(a.dtype).itemsize)
+                     for a in kind(stage).onchip(stage, sd, self.design.schedule(stage))]
+        return args + [self.stats_buffer]
+
+    def _fast_args(self, stage, code, flags) -> list:
+        if stage.kind != "conv":
+            return []
+        layout = fast.winograd_weight_layout if code.winograd else fast.fast_conv_weight_layout
+        weights, bias = layout(stage)
+        args = [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+        if not code.winograd:   # what the fast conv reads where its window covers padding
+            zeros = np.zeros(fast.fast_zeros_length(stage), np.float32)
+            args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
         return args
 
+    def _stats(self) -> np.ndarray:
+        counts = np.empty(2 * max(1, len(self.plan.stages)), np.uint64)
+        cl.enqueue_copy(self.queue, counts, self.stats_buffer)
+        return counts
+
     def saturation(self) -> dict:
-        """{layer name: values saturated so far} for every device stage (fixed-point outputs)."""
-        counts = np.empty(max(1, len(self.plan.stages)), np.uint64)
-        cl.enqueue_copy(self.queue, counts, self.saturation_buffer)
-        return {stage.name: int(counts[stage.index]) + self.host_saturation[stage.index] for stage in self.plan.stages}
+        """{layer name: values saturated so far} for every device stage (fixed-point outputs; fp16
+        stores that overflowed to infinity)."""
+        counts = self._stats()
+        return {stage.name: int(counts[2 * stage.index]) + self.host_saturation[stage.index]
+                for stage in self.plan.stages}
+
+    def cycles(self) -> dict:
+        """{layer name: loop iterations counted so far} for every device stage (count_cycles=True)."""
+        counts = self._stats()
+        return {stage.name: int(counts[2 * stage.index + 1]) for stage in self.plan.stages}
+
+    def reset_counters(self) -> None:
+        cl.enqueue_fill_buffer(self.queue, self.stats_buffer, np.uint64(0), 0, self.stats_buffer.size).wait()
+        self.host_saturation = {index: 0 for index in self.host_saturation}
 
     # -- running ------------------------------------------------------------------------------------
     def forward(self, inputs: dict) -> dict:
@@ -225,8 +244,8 @@ class DeviceNet:
         Nothing overlaps here, so each inner product is split over host_threads host threads (which
         block when idle; BLAS's own threads spin after each call and slowed the device stages of the
         next forward twofold), with a one-thread BLAS each."""
-        if self.partition_queue is not None:   # a suspended stream's batch in flight shares the buffers
-            self.partition_queue.finish()
+        if self.sub_queue is not None:   # a suspended stream's batch in flight shares the buffers
+            self.sub_queue.finish()
         with blas_threads(1):
             values = self._run(self.head, dict(check_inputs(self.graph, inputs)))
             return self._finish(self._run(self.tail, values, self.host_threads))
@@ -243,8 +262,8 @@ class DeviceNet:
         The host layers get one thread and BLAS one thread (see blas_threads).  Where the device is
         the host's own CPU, the first batches of a size run alone, to time the device and the host
         layers (WARM_UP_BATCHES + TIMED_BATCHES, once per DeviceNet and size); the stream then either
-        shares all cores between them or gives the device stages all cores but one (partition_pays);
-        stream_partitioned[batch size] says which, stream_timing[batch size] from what times.
+        shares all cores between them or gives the device stages all cores but one (split_cores_pays);
+        stream_split_cores[batch size] says which, stream_timing[batch size] from what times.
         """
         one_segment = len(self.head) == 1 and isinstance(self.head[0], Segment)
         with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
@@ -266,14 +285,14 @@ class DeviceNet:
             for inputs in batches:
                 values = dict(check_inputs(self.graph, inputs))
                 n = len(next(iter(values.values())))
-                if self.partition is not None and n not in self.stream_partitioned:
+                if self.sub_device is not None and n not in self.stream_split_cores:
                     if ahead is not None:   # a new size: what is in flight first, then this batch alone
                         yield from hand_over(device_finished(ahead))
                         ahead = None
                     yield from hand_over(None)
                     yield self._finish(self._timed_batch(values, timed.setdefault(n, [])))
                     continue
-                queue = self.partition_queue if self.stream_partitioned.get(n) else self.queue
+                queue = self.sub_queue if self.stream_split_cores.get(n) else self.queue
                 if one_segment:
                     segment = self.head[0]
                     started = (values, self.start_segment(segment, values[segment.source], queue))
@@ -300,20 +319,20 @@ class DeviceNet:
         times.append((device_seconds, time.perf_counter() - start))
         if len(times) == WARM_UP_BATCHES + TIMED_BATCHES:   # the first ones warm up (buffers, PoCL's kernels)
             self.stream_timing[n] = tuple(np.min(times[WARM_UP_BATCHES:], axis=0))
-            self.stream_partitioned[n] = self.partition_pays(*self.stream_timing[n])
+            self.stream_split_cores[n] = self.split_cores_pays(*self.stream_timing[n])
         return values
 
-    def partition_pays(self, device_seconds: float, host_seconds: float) -> bool:
+    def split_cores_pays(self, device_seconds: float, host_seconds: float) -> bool:
         """Should a stream run its device stages on all cores but one (the host layers on the last),
         given a batch's device and host-layer times alone?
 
         Sharing all C cores, the device's threads and the host thread time-share them: a batch every
         (C * device + host) / C / SHARED_CORES_EFFICIENCY seconds, or host seconds if more (the host
         layers have one thread).  Partitioned, the device stages run on C - 1 cores and the host
-        layers on the last: max(device * C / (C - 1), host).  The partition wins where the two take
+        layers on the last: max(device * C / (C - 1), host).  The split wins where the two take
         similar times (AlexNet, 2 cores: batch 1, not batch 16).
         """
-        if self.partition_queue is None:
+        if self.sub_queue is None:
             return False
         cores = self.device.max_compute_units
         shared = max(host_seconds, (cores * device_seconds + host_seconds) / cores / SHARED_CORES_EFFICIENCY)
@@ -332,8 +351,9 @@ class DeviceNet:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
 
     def _port_buffers(self, segment: Segment, n: int) -> dict:
-        """The DDR input, the channels (emulated: buffers holding the whole stream) and the DDR output
-        of a segment for n images; allocated once per segment and batch size."""
+        """The DDR input, the channels (emulated: buffers holding the whole stream; on an FPGA
+        platform real channels, no buffer) and the DDR output of a segment for n images; allocated
+        once per segment and batch size."""
         key = (id(segment), n)
         if key not in self.buffers:
             first = self.codes[segment.stages[0].index].source_in
@@ -341,16 +361,20 @@ class DeviceNet:
             ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
             self.buffers[key] = {
                 port.name: cl.Buffer(self.context, cl.mem_flags.READ_WRITE,
-                                     n * h * w * padded(c) * np.dtype(STREAM_DTYPE[port.tag]).itemsize)
-                for port, (_, c, h, w) in ports}
+                                     n * h * w * padded(c, port.width) * storage_dtype(port.fmt).itemsize)
+                for port, (_, c, h, w) in ports if not (self.fpga and port.channel)}
         return self.buffers[key]
+
+    def _port_args(self, code, port_buffers: dict) -> list:
+        return [port_buffers[port.name] for port in (code.source_in, code.source_out)
+                if not (self.fpga and port.channel)]
 
     def _winograd_scratch(self, n: int) -> tuple:
         """The transformed inputs V and products M of a Winograd stage for n images: one pair, as big
         as the largest stage needs, shared by all (the queue runs one stage at a time)."""
         key = ("winograd", n)
         if key not in self.buffers:
-            sizes = [(code.winograd[2] * n * code.winograd[0] * padded(code.stage.in_shape[1]),
+            sizes = [(code.winograd[2] * n * code.winograd[0] * fast.padded(code.stage.in_shape[1]),
                       code.winograd[2] * n * code.winograd[0] * code.ndrange[0] * code.ndrange[1])
                      for code in self.codes.values() if code.winograd]
             self.buffers[key] = tuple(cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 4 * max(size))
@@ -368,7 +392,7 @@ class DeviceNet:
         gemm.set_args(transformed, products, weights, np.uint32(n))
         transform_out = self.kernels[stage.index]
         transform_out.set_args(products, sink, bias, np.uint32(n))
-        words_in, words_out = padded(stage.in_shape[1]) // 8, padded(stage.out_shape[1]) // 8
+        words_in, words_out = fast.padded(stage.in_shape[1]) // 8, fast.padded(stage.out_shape[1]) // 8
         return [cl.enqueue_nd_range_kernel(queue, transform_in, (words_in, tiles), (1, 1)),
                 cl.enqueue_nd_range_kernel(queue, gemm, (-(-tiles // rows), code.ndrange[1], positions), (1, 1, 1)),
                 cl.enqueue_nd_range_kernel(queue, transform_out, (words_out, tiles), (1, 1))]
@@ -384,8 +408,8 @@ class DeviceNet:
         x = np.ascontiguousarray(x, np.float32)
         cl.enqueue_copy(queue, self.buffers[key], x, is_blocking=False)
         self.layout_kernel.set_args(self.buffers[key], port, np.int32(c), np.int32(h), np.int32(w),
-                                    np.int32(padded(c) // 8))
-        cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (padded(c) // 8, n * h), (1, 1))
+                                    np.int32(fast.padded(c) // 8))
+        cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
     def run_segment(self, segment: Segment, x: np.ndarray, queue=None) -> np.ndarray:
@@ -393,45 +417,89 @@ class DeviceNet:
         return self.finish_segment(self.start_segment(segment, x, queue))
 
     def start_segment(self, segment: Segment, x: np.ndarray, queue=None) -> "SegmentRun":
-        """Enqueue a segment on a batch without waiting: the input copy, every stage, the output read."""
+        """Enqueue a segment on a batch: the input copy, every stage, the output read.  Where channels
+        are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
+        queue, and this returns once they have all finished (or raises if they stall)."""
         queue = queue or self.queue
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
         port_buffers = self._port_buffers(segment, n)
         first_stage = segment.stages[0]
-        if self.layout_kernel is not None and first.source_in.tag == "F32":
+        if self.layout_kernel is not None and first.source_in.fmt == first_stage.precision.inputs and \
+                not isinstance(first.source_in.fmt, (Fixed, Half)):
             source = self._enqueue_layout(queue, x, port_buffers[first.source_in.name])
         else:
-            source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.tag)
+            source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.width)
             self.host_saturation[first_stage.index] += saturated
             cl.enqueue_copy(queue, port_buffers[first.source_in.name], source, is_blocking=False)
-        events = []
-        for stage in segment.stages:
-            code = self.codes[stage.index]
-            if code.winograd:
-                events += [(stage.index, event) for event in self._enqueue_winograd(
-                    queue, stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
-                continue
-            args = [port_buffers[code.source_in.name], port_buffers[code.source_out.name],
-                    *self.stage_args[stage.index], np.uint32(n)]
-            kernel = self.kernels[stage.index]
-            kernel.set_args(*args)
-            if code.ndrange:
-                _, blocks, rows = code.ndrange
-                pixels = n * stage.out_shape[2] * stage.out_shape[3]
-                # one work-item per work-group: each already holds a register tile, and PoCL's own
-                # vectorisation across work-items only gets in the way of the float16 arithmetic
-                event = cl.enqueue_nd_range_kernel(queue, kernel, (-(-pixels // rows), blocks), (1, 1))
-            elif code.pixel_kernel:
-                event = cl.enqueue_nd_range_kernel(queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
-            else:
-                event = cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,))
-            events.append((stage.index, event))
+        if self.fpga:
+            queue.finish()
+            events = self._run_together(segment, port_buffers, n)
+        else:
+            events = []
+            for stage in segment.stages:
+                events += self._enqueue_stage(queue, stage, port_buffers, n)
         _, c, h, w = segment.stages[-1].out_shape
-        out = np.empty((n, h, w, padded(c)), STREAM_DTYPE[last.source_out.tag])
+        out = np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt))
         read = cl.enqueue_copy(queue, out, port_buffers[last.source_out.name], is_blocking=False)
         return SegmentRun(segment, events, read, out, source)
+
+    def _enqueue_stage(self, queue, stage, port_buffers: dict, n: int) -> list:
+        """One stage's kernel(s) on `queue`: [(stage index, event)]."""
+        code = self.codes[stage.index]
+        if code.winograd:
+            return [(stage.index, event) for event in self._enqueue_winograd(
+                queue, stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
+        kernel = self.kernels[stage.index]
+        kernel.set_args(*self._port_args(code, port_buffers), *self.stage_args[stage.index], np.uint32(n))
+        if code.ndrange:
+            _, blocks, rows = code.ndrange
+            pixels = n * stage.out_shape[2] * stage.out_shape[3]
+            # one work-item per work-group: each already holds a register tile, and PoCL's own
+            # vectorisation across work-items only gets in the way of the float16 arithmetic
+            event = cl.enqueue_nd_range_kernel(queue, kernel, (-(-pixels // rows), blocks), (1, 1))
+        elif code.pixel_kernel:
+            event = cl.enqueue_nd_range_kernel(queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
+        else:
+            event = cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,))   # a task
+        return [(stage.index, event)]
+
+    def _run_together(self, segment: Segment, port_buffers: dict, n: int) -> list:
+        """Launch every stage of a segment at once, each on its own queue (the launch an aoc design
+        needs: the stages block on each other's channels), and wait for all of them.  A pipeline in
+        which no stage finishes for stall_seconds per image has stalled -- a stage waits forever on a
+        channel nobody writes, or to write one nobody reads -- and DeviceError names the stages that
+        did not finish."""
+        events = []
+        for stage in segment.stages:
+            queue = self.stage_queues[stage.index]
+            events += self._enqueue_stage(queue, stage, port_buffers, n)
+            queue.flush()
+        waiting = dict(events)
+        limit = self.stall_seconds * max(1, n)
+        last_progress = time.monotonic()
+        while waiting:
+            for index, event in list(waiting.items()):
+                status = event.command_execution_status
+                if status < 0:
+                    raise DeviceError(f"{self.graph.path}: stage {index} '{self._stage_name(index)}' failed on "
+                                      f"'{self.device.name.strip()}' (OpenCL status {status})")
+                if status == cl.command_execution_status.COMPLETE:
+                    del waiting[index]
+                    last_progress = time.monotonic()
+            if waiting and time.monotonic() - last_progress > limit:
+                stuck = ", ".join(f"stage {index} '{self._stage_name(index)}'" for index in sorted(waiting))
+                raise DeviceError(f"{self.graph.path}: the device pipeline stalled: no stage finished for "
+                                  f"{limit:.0f} s; still running: {stuck}. A stage that waits on a channel nobody "
+                                  f"writes, or to write one nobody reads, never finishes; this DeviceNet cannot "
+                                  f"run again")
+            if waiting:
+                time.sleep(POLL_SECONDS)
+        return events
+
+    def _stage_name(self, index: int) -> str:
+        return self.codes[index].stage.name
 
     def finish_segment(self, run: "SegmentRun") -> np.ndarray:
         """Wait for a started segment; its sink blob (and its stages' device times counted)."""

@@ -1,13 +1,11 @@
-"""The device / host split: segments, fusion, BatchNorm folding, fallbacks, the plan table."""
-import warnings
-
+"""Placement, the device / host split: segments, fusion, BatchNorm folding, the plan table."""
 import numpy as np
 import pytest
 
-from cnnfpga.errors import NetDefinitionError, PrecisionError
+from cnnfpga.errors import PrecisionError
 from cnnfpga.graph import load_graph
 from cnnfpga.layers import REGISTRY
-from cnnfpga.partition import HostStep, Segment, fold_batch_norm, partition
+from cnnfpga.placement import HostStep, Segment, fold_batch_norm, place
 from cnnfpga.precision import Fixed, frac_bits_for
 
 from conftest import filler_graph, shared_path
@@ -18,7 +16,7 @@ def quiet_load(folder, name="deploy.prototxt"):
 
 
 def test_alexnet_is_one_segment_with_relus_fused():
-    plan = partition(quiet_load("alexnet"))
+    plan = place(quiet_load("alexnet"))
     assert len(plan.segments) == 1
     stages = plan.stages
     assert [s.kind for s in stages] == ["conv", "lrn", "pool", "conv", "lrn", "pool", "conv", "conv", "conv", "pool"]
@@ -30,19 +28,20 @@ def test_alexnet_is_one_segment_with_relus_fused():
 
 def test_describe_lists_every_layer_with_place_precision_parallelism_shape():
     graph = quiet_load("alexnet")
-    text = partition(graph).describe()
+    plan = place(graph)
+    text = plan.describe(parallelism=lambda stage: f"p{stage.index}")
     for layer in graph.layers:
         if layer.type != "Input":
             assert layer.name in text
     conv2 = next(line for line in text.splitlines() if line.startswith("conv2 "))
-    assert "device stage 3" in conv2 and "float" in conv2 and "ci=8 co=8" in conv2 and "[10, 256, 27, 27]" in conv2
+    assert "device stage 3" in conv2 and "float" in conv2 and " p3 " in conv2 and "[10, 256, 27, 27]" in conv2
     assert "fused into stage 3" in next(line for line in text.splitlines() if line.startswith("relu2 "))
     assert "host" in next(line for line in text.splitlines() if line.startswith("fc6 "))
 
 
 def test_googlenet_branches_become_segments_in_topological_order():
     graph = quiet_load("googlenet")
-    plan = partition(graph)
+    plan = place(graph)
     produced = set(graph.inputs)
     for step in plan.steps:   # every step reads only what earlier steps wrote
         reads = [step.source] if isinstance(step, Segment) else step.inputs
@@ -57,7 +56,7 @@ def test_googlenet_branches_become_segments_in_topological_order():
 
 def test_resnet_batch_norm_and_scale_fold_into_the_conv():
     graph = quiet_load("resnet50")
-    plan = partition(graph)
+    plan = place(graph)
     conv1 = plan.stages[0]
     assert conv1.name == "conv1" and conv1.fused == ["bn_conv1", "scale_conv1", "conv1_relu"]
     assert not any(isinstance(s, HostStep) and s.layer.type in ("BatchNorm", "Scale") for s in plan.steps)
@@ -78,7 +77,7 @@ def test_resnet_batch_norm_and_scale_fold_into_the_conv():
 
 def test_in_place_relu_read_by_two_layers_is_not_fused_away():
     graph = quiet_load("squeezenet_v1.1")
-    plan = partition(graph)
+    plan = place(graph)
     # fire2/squeeze1x1 (+ ReLU in place) feeds both expand convs: its output must go to DDR
     squeeze = next(s for s in plan.segments if "fire2/squeeze1x1" in [stage.name for stage in s.stages])
     assert squeeze.stages[-1].name == "fire2/squeeze1x1"
@@ -86,45 +85,17 @@ def test_in_place_relu_read_by_two_layers_is_not_fused_away():
     assert plan.blob_names[squeeze.sink] == "fire2/squeeze1x1"
 
 
-def test_big_line_buffer_falls_back_to_host(monkeypatch):
-    import cnnfpga.partition as part
-    monkeypatch.setattr(part, "LINE_BUFFER_BYTES", 64 * 1024)
-    plan = partition(quiet_load("alexnet"))
-    conv1 = next(s for s in plan.steps if isinstance(s, HostStep) and s.layer.name == "conv1")
-    assert "line buffer" in conv1.reason
-    assert plan.stages[0].name == "relu1"   # the ReLU now starts a segment of its own
-
-
-def test_parallelism_is_checked_against_groups(tmp_path):
-    graph = quiet_load("alexnet")
-    plan = partition(graph, parallelism={"conv2": (4, 2)})
-    conv2 = next(s for s in plan.stages if s.name == "conv2")
-    assert (conv2.ci, conv2.co) == (4, 2)
-    with pytest.raises(NetDefinitionError, match="conv2.*ci=3"):
-        partition(graph, parallelism={"conv2": (3, 8)})
-    path = tmp_path / "grouped.prototxt"
-    path.write_text('name: "g" input: "data" input_shape { dim: 1 dim: 12 dim: 5 dim: 5 }\n'
-                    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
-                    'convolution_param { num_output: 6 kernel_size: 3 group: 3 } }\n')
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        grouped = load_graph(str(path))
-    assert (partition(grouped).stages[0].ci, partition(grouped).stages[0].co) == (4, 2)
-    with pytest.raises(NetDefinitionError, match="3 groups"):
-        partition(grouped, parallelism={"conv": (8, 1)})
-
-
 def test_half_precision_plan_and_bad_setting():
     graph = quiet_load("lenet", "lenet.prototxt")
-    assert "half" in partition(graph, "half").describe()
+    assert "half" in place(graph, "half").describe()
     with pytest.raises(PrecisionError):
-        partition(graph, "double")
+        place(graph, "double")
 
 
 def test_describe_shows_weight_formats_only_for_convolutions():
     graph = quiet_load("cifar10_quick", "cifar10_quick.prototxt")
     stats = {blob: 4.0 for blob in graph.shapes}
-    text = partition(graph, {"relu1": "float", "*": "fixed16"}, stats=stats).describe()
+    text = place(graph, {"relu1": "float", "*": "fixed16"}, stats=stats).describe()
     row = {line.split()[0]: line for line in text.splitlines()[2:-1]}
     assert "w fixed16." in row["conv1"] and " in fixed16." in row["conv1"]
     # pool1 converts to the float ReLU after it: its input and output differ, it has no weights
@@ -134,7 +105,7 @@ def test_describe_shows_weight_formats_only_for_convolutions():
 
 def test_fixed_point_weight_formats_are_sized_from_the_folded_weights():
     graph = quiet_load("resnet50")
-    plan = partition(graph, "fixed16", stats={blob: 8.0 for blob in graph.shapes})
+    plan = place(graph, "fixed16", stats={blob: 8.0 for blob in graph.shapes})
     convs = [stage for stage in plan.stages if stage.kind == "conv"]
     assert len(convs) == 53
     assert all(stage.fused[0].startswith("bn") and stage.fused[1].startswith("scale") for stage in convs)
@@ -149,21 +120,6 @@ def test_fixed_point_weight_formats_are_sized_from_the_folded_weights():
 
 def test_shapes_only_graph_plans_like_the_weighted_one():
     bare = load_graph(str(shared_path("models", "resnet50", "deploy.prototxt")), fill=False)
-    assert partition(bare).describe() == partition(quiet_load("resnet50")).describe()
+    assert place(bare).describe() == place(quiet_load("resnet50")).describe()
     with pytest.raises(PrecisionError, match="conv1.*shapes-only"):
-        partition(bare, "fixed16", stats={blob: 8.0 for blob in bare.shapes})
-
-
-def test_a_convolution_falling_back_to_the_host_keeps_its_batch_norm(monkeypatch):
-    import cnnfpga.partition as part
-    monkeypatch.setattr(part, "LINE_BUFFER_BYTES", 32 * 1024)   # conv1's 7 rows of 224 pixels need 49 KiB
-    graph = quiet_load("resnet50")
-    plan = partition(graph)
-    conv1 = next(s for s in plan.steps if isinstance(s, HostStep) and s.layer.name == "conv1")
-    assert "line buffer" in conv1.reason and conv1.fused == ["bn_conv1", "scale_conv1"]
-    assert "folded into conv1" in plan.describe()
-    produced = set(graph.inputs)
-    for step in plan.steps:   # the host conv writes the version its readers expect
-        reads = [step.source] if isinstance(step, Segment) else step.inputs
-        assert all(key in produced for key in reads), step
-        produced.update([step.sink] if isinstance(step, Segment) else step.outputs)
+        place(bare, "fixed16", stats={blob: 8.0 for blob in bare.shapes})

@@ -1,4 +1,4 @@
-"""Device / host split: which layers stream through OpenCL stages, which run on the host CPU.
+"""Placement: which layers stream through device stages, which run on the host CPU.
 
 A Plan is a list of steps in topological order.  A step is either a Segment -- a chain of device
 stages that reads one blob from DDR, streams it stage to stage through channels and writes one
@@ -13,6 +13,9 @@ Rules:
 - A stage joins the segment of its producer when it is the only reader of that blob; otherwise
   the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
 - Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
+
+How wide each stage is (parallelism, stream widths, weights on chip or from DDR) is the design's
+business (cnnfpga.design), which comes next on the data path.
 """
 from __future__ import annotations
 
@@ -23,34 +26,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .caffe import caffe_pb2
-from .errors import NetDefinitionError
+from .layers import DEVICE_TYPES
 from .layers.normalization import batch_norm_statistics
 from .precision import Fixed, Float, LayerPrecision, resolve_precision
 
-DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU")
 STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu"}
-WORD = 8                         # channels per stream word (kernels/channels.h)
-LINE_BUFFER_BYTES = 1 << 20      # on-chip RAM one stage may use for its line buffer
 FLOAT = LayerPrecision(Float(), Float(), Float())
-
-
-def padded(channels: int) -> int:
-    """Channels rounded up to whole stream words."""
-    return -(-channels // WORD) * WORD
-
-
-def largest_power_of_two_dividing(n: int, limit: int = WORD) -> int:
-    p = 1
-    while p * 2 <= limit and n % (p * 2) == 0:
-        p *= 2
-    return p
-
-
-def next_power_of_two(n: int, limit: int = WORD) -> int:
-    p = 1
-    while p < n and p < limit:
-        p *= 2
-    return p
 
 
 @dataclass
@@ -66,8 +47,6 @@ class Stage:
     relu_slope: float = None     # a fused ReLU's negative slope (None: no ReLU)
     weights: np.ndarray = None   # conv weights after folding BatchNorm/Scale (O, C/G, KH, KW)
     bias: np.ndarray = None      # conv bias after folding (O,)
-    ci: int = 1                  # input channels per step (vector width)
-    co: int = 1                  # output channels per step (lanes)
 
     @property
     def name(self) -> str:
@@ -76,19 +55,6 @@ class Stage:
     @property
     def spec(self):
         return self.layer.spec
-
-    def line_buffer_bytes(self) -> int:
-        """On-chip words this stage holds (4 bytes each): the rows of its sliding window."""
-        _, c, _, w = self.in_shape
-        if self.kind == "conv":
-            rows = (self.spec.kernel_h - 1) * self.spec.dilation_h + 1
-        elif self.kind == "pool":
-            rows = self.spec.kernel_h
-        elif self.kind == "lrn" and self.spec.region == "WITHIN_CHANNEL":
-            rows = self.spec.local_size
-        else:
-            return 4 * padded(c)
-        return 4 * rows * w * padded(c)
 
 
 @dataclass
@@ -105,7 +71,6 @@ class HostStep:
     inputs: list                 # versioned blob keys
     outputs: list
     reason: str                  # why the host runs it
-    fused: list = field(default_factory=list)   # BatchNorm/Scale folded into a convolution the host runs
 
 
 @dataclass
@@ -124,18 +89,18 @@ class Plan:
     def stages(self) -> list:
         return [stage for segment in self.segments for stage in segment.stages]
 
-    def describe(self) -> str:
-        """A table: each layer, where it runs, its precision, its parallelism, its output shape."""
+    def describe(self, parallelism=None) -> str:
+        """A table: each layer, where it runs, its precision, its output shape; with
+        ``parallelism(stage) -> str`` (a design's) also how wide each stage is."""
         rows = [("layer", "type", "runs on", "precision", "parallel", "output")]
         for step in self.steps:
             if isinstance(step, HostStep):
                 shape = step.layer.out_shapes[0] if step.layer.out_shapes else ()
                 rows.append((step.layer.name, step.layer.type, f"host ({step.reason})", "float", "-", str(list(shape))))
-                rows += [(fused, "", f"  folded into {step.layer.name}", "", "", "") for fused in step.fused]
                 continue
             for k, stage in enumerate(step.stages):
                 streams = "from DDR" if k == 0 else "streamed"
-                parallel = f"ci={stage.ci} co={stage.co}" if stage.kind == "conv" else "8 ch/word"
+                parallel = parallelism(stage) if parallelism else "-"
                 label = precision_label(stage.precision, has_weights=stage.kind == "conv")
                 rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})", label, parallel,
                              str(list(stage.out_shape))))
@@ -258,26 +223,6 @@ def folded_convolution(conv, bn, scale):
     return replace(conv, tops=list(last.tops), param=param, spec=replace(conv.spec, bias_term=True), blobs=blobs)
 
 
-def default_parallelism(layer) -> tuple:
-    """ci, co for a convolution: up to one stream word; with groups, what divides a group."""
-    spec = layer.spec
-    c = layer.in_shapes[0][1]
-    if spec.group == 1:
-        return next_power_of_two(c), next_power_of_two(spec.num_output)
-    return (largest_power_of_two_dividing(c // spec.group),
-            largest_power_of_two_dividing(spec.num_output // spec.group))
-
-
-def check_parallelism(layer, ci: int, co: int) -> None:
-    spec = layer.spec
-    if ci not in (1, 2, 4, 8) or co not in (1, 2, 4, 8):
-        raise NetDefinitionError(f"{layer.where}: parallelism ci={ci} co={co}: both must be 1, 2, 4 or 8")
-    if spec.group > 1 and ((layer.in_shapes[0][1] // spec.group) % ci or (spec.num_output // spec.group) % co):
-        raise NetDefinitionError(f"{layer.where}: with {spec.group} groups, ci={ci} must divide the "
-                                 f"{layer.in_shapes[0][1] // spec.group} input channels and co={co} the "
-                                 f"{spec.num_output // spec.group} outputs of a group")
-
-
 def device_refusal(layer, precision: LayerPrecision):
     """Why this layer cannot become a device stage (None if it can)."""
     if layer.type not in DEVICE_TYPES:
@@ -336,20 +281,18 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
     return not isinstance(p.inputs, Fixed) and p.outputs == Float()
 
 
-# ------------------------------------------------------------------------------------- partition
+# ------------------------------------------------------------------------------------- placement
 
-def partition(graph, precision="float", parallelism: dict = None, stats: dict = None) -> Plan:
+def place(graph, precision="float", stats: dict = None) -> Plan:
     """Split `graph` into device segments and host steps.
 
     precision: a precision setting, resolved on the folded graph (fold_batch_norms) so that the
                folded weights size the formats; or {layer name: LayerPrecision} used as given
                (resolve it on ``fold_batch_norms(graph)[0]`` for the same effect).
-    parallelism: optional {conv layer name: (ci, co)} overriding the defaults.
     stats: calibration statistics ({blob: max |x|}) for fixed formats.
     """
     graph, folded = fold_batch_norms(graph)
     precisions = resolve_layer_precisions(graph, precision, stats)
-    parallelism = parallelism or {}
     nodes, names, final = versioned_nodes(graph)
     readers = Counter(key for _, inputs, _ in nodes for key in inputs)
     graph_outputs = {final[name] for name in graph.outputs}
@@ -383,16 +326,10 @@ def partition(graph, precision="float", parallelism: dict = None, stats: dict = 
         stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[0]),
                       as_4d(layer.out_shapes[0]), lp)
         if stage.kind == "conv":
-            stage.ci, stage.co = parallelism.get(layer.name, default_parallelism(layer))
-            check_parallelism(layer, stage.ci, stage.co)
             stage.fused = list(folded.get(layer.name, []))
             if layer.blobs:          # a shapes-only graph plans without weights
                 stage.weights = layer.blobs[0]
                 stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
-        if stage.line_buffer_bytes() > LINE_BUFFER_BYTES:
-            steps.append(HostStep(layer, inputs, outputs,
-                                  f"line buffer {stage.line_buffer_bytes()} B > {LINE_BUFFER_BYTES} B", stage.fused))
-            continue
         stages_made += 1
         if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs:
             segment = open_segments.pop(source)
@@ -402,15 +339,4 @@ def partition(graph, precision="float", parallelism: dict = None, stats: dict = 
             steps.append(segment)
         segment.sink = sink
         open_segments[sink] = segment
-    _renumber(steps)
     return Plan(graph, steps, names, final, precisions)
-
-
-def _renumber(steps) -> None:
-    """Stage numbers in execution order (host fallbacks may have consumed numbers)."""
-    n = 0
-    for step in steps:
-        if isinstance(step, Segment):
-            for stage in step.stages:
-                stage.index = n
-                n += 1

@@ -1,0 +1,152 @@
+"""The hardware model and the Design it produces: how wide every device stage of a Plan is.
+
+On the data path it sits between placement (what runs where) and the code generator (which writes
+the design as kernel source): a Design gives each stage its parallelism, the width of every stream
+and where conv weights live, each channel's FIFO depth, and -- through the stage kinds' modules
+(conv, pool, lrn, relu) -- the exact loop trip counts the kernels are compiled with.  Without a
+board, ``default_design`` picks modest widths that run well on a CPU; ``cnnfpga.design.balance``
+sizes a design for a board, and ``python -m cnnfpga.design`` reports it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from ..errors import DesignError
+from . import conv, lrn, pool, relu
+from .stage import Schedule, StageDesign, divisors
+
+KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu}
+DEFAULT_INPUTS = 16       # ci of a default conv stage at most
+DEFAULT_OUTPUTS = 32      # co of a default conv stage at most
+DEFAULT_WIDTH = 8         # values per word of a segment's input, at most
+FAST_WIDTH = 8            # the fast variant's kernels read and write 8-value float words
+MIN_CHANNEL_DEPTH = 8
+
+
+def kind(stage):
+    """The module of a stage's kind (the kind's record: schedule, constants, costs, ...)."""
+    return KINDS[stage.kind]
+
+
+@dataclass
+class Design:
+    plan: object                                  # the placement.Plan being designed
+    stages: dict                                  # stage index -> StageDesign
+    channel_depths: dict = field(default_factory=dict)   # channel "ch_i_j" -> FIFO depth in words
+    board: object = None                          # the Board it was sized for (None: no board)
+
+    def __post_init__(self):
+        self._schedules = {}
+
+    def of(self, stage) -> StageDesign:
+        return self.stages[stage.index]
+
+    def schedule(self, stage) -> Schedule:
+        key = (stage.index, tuple(getattr(self.of(stage), f.name) for f in fields(StageDesign)))
+        if key not in self._schedules:
+            self._schedules[key] = kind(stage).schedule(stage, self.of(stage))
+        return self._schedules[key]
+
+    def check(self) -> None:
+        """Every stage's parallelism valid for its layer, and every stream as wide at both ends."""
+        for segment in self.plan.segments:
+            for k, stage in enumerate(segment.stages):
+                kind(stage).check(stage, self.of(stage))
+                if k and self.of(segment.stages[k - 1]).width_out != self.of(stage).width_in:
+                    raise DesignError(f"{stage.layer.where}: reads words of {self.of(stage).width_in} values but "
+                                      f"'{segment.stages[k - 1].name}' writes words of "
+                                      f"{self.of(segment.stages[k - 1]).width_out}")
+
+    def describe(self) -> str:
+        return self.plan.describe(parallelism=lambda stage: self.of(stage).describe())
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in divisors(n) if d <= limit)
+
+
+def channel_name(producer, consumer) -> str:
+    return f"ch_{producer.index}_{consumer.index}"
+
+
+def size_channels(design: Design) -> None:
+    """Each channel's depth: a burst of the producer's writes plus one of the consumer's reads (the
+    most words either moves in one phase of its schedule), so that a stage that reads its rows at
+    the start of a phase finds them waiting instead of stalling its computation."""
+    for segment in design.plan.segments:
+        for producer, consumer in zip(segment.stages, segment.stages[1:]):
+            writes = max((phase[2] for phase in design.schedule(producer).phases), default=0)
+            reads = max((phase[1] for phase in design.schedule(consumer).phases), default=0)
+            design.channel_depths[channel_name(producer, consumer)] = max(MIN_CHANNEL_DEPTH, writes + reads)
+
+
+STAGE_FIELDS = ("ci", "co", "f", "width_out", "weights", "load_width", "logic_multipliers")
+
+
+def parse_overrides(plan, parallelism) -> dict:
+    """{layer name: {field: value}} from a user's {layer: (ci, co[, f]) or {field: value}} mapping."""
+    if parallelism is None:
+        return {}
+    if not isinstance(parallelism, Mapping):
+        raise DesignError(f"parallelism must be a mapping {{layer name: (ci, co[, f]) or {{'ci': ..}}}}, "
+                          f"got {type(parallelism).__name__}")
+    names = {stage.name: stage for stage in plan.stages}
+    overrides = {}
+    for name, value in parallelism.items():
+        if name not in names:
+            raise DesignError(f"parallelism given for '{name}', which is not a device stage of the net "
+                              f"(device stages: {', '.join(names) or 'none'})")
+        if isinstance(value, Mapping):
+            unknown = [key for key in value if key not in STAGE_FIELDS]
+            if unknown:
+                raise DesignError(f"parallelism of '{name}': unknown field '{unknown[0]}' "
+                                  f"(fields: {', '.join(STAGE_FIELDS)})")
+            overrides[name] = dict(value)
+        elif isinstance(value, (tuple, list)) and len(value) in (2, 3) and names[name].kind == "conv" \
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            overrides[name] = dict(zip(("ci", "co", "f"), value))
+        else:
+            raise DesignError(f"parallelism of '{name}' must be (ci, co), (ci, co, f) for a convolution, or a "
+                              f"mapping of {', '.join(STAGE_FIELDS)}; got {value!r}")
+    return overrides
+
+
+def default_design(plan, parallelism=None, variant: str = "fpga") -> Design:
+    """A design that runs well on a CPU (no board): conv stages of up to DEFAULT_INPUTS input and
+    DEFAULT_OUTPUTS output channels per step, a kernel row per step where the inputs are fewer
+    than 8 (a first layer's), every stream as wide as the conv before it writes (its co), a
+    segment's input up to DEFAULT_WIDTH values per word.  The fast variant's words are
+    FAST_WIDTH values throughout.  ``parallelism`` overrides conv stages: {layer: (ci, co[, f])} or
+    {layer: {"ci": .., "co": .., "f": .., "width_out": .., "weights": "ddr", ...}}; a changed output
+    width carries on down the segment."""
+    overrides = parse_overrides(plan, parallelism)
+    stages = {}
+    for segment in plan.segments:
+        width = None
+        for stage in segment.stages:
+            if width is None:
+                width = FAST_WIDTH if variant == "fast" else largest_divisor_at_most(stage.in_shape[1], DEFAULT_WIDTH)
+            if stage.kind == "conv":
+                cs = conv.shape(stage)
+                ci = largest_divisor_at_most(cs.cg, DEFAULT_INPUTS)
+                co = largest_divisor_at_most(cs.og, DEFAULT_OUTPUTS)
+                if variant == "fast":   # co must divide the 8-value word
+                    co = max(d for d in divisors(cs.og) if FAST_WIDTH % d == 0)
+                f = cs.kw if ci < 8 else 1
+                design = StageDesign(stage.index, "conv", width, FAST_WIDTH if variant == "fast" else co, ci, co, f)
+            else:
+                design = StageDesign(stage.index, stage.kind, width, width)
+            if stage.name in overrides:
+                changes = overrides[stage.name]
+                if stage.kind == "conv" and "co" in changes and "width_out" not in changes and variant != "fast":
+                    changes = dict(changes, width_out=changes["co"])
+                design = replace(design, **changes)
+                if stage.kind != "conv":
+                    design = replace(design, width_in=width)
+            stages[stage.index] = design
+            width = design.width_out
+    result = Design(plan, stages)
+    result.check()
+    size_channels(result)
+    return result
