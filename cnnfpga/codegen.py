@@ -204,9 +204,9 @@ def kind_macros(stage: Stage) -> dict:
          "SQUARE_T": "long" if fixed else "float", "WINDOW_T": "long" if fixed else "float", "WINDOW_INIT": "0",
          "WINDOW_TERM": Function("v", "((v) * (v))")}
     if fixed:
-        d["WINDOW_RESULT"] = Function("r", "CONVERT_OUT(centre * table_memory[fx_lrn_index(r)], &saturated)")
+        d["WINDOW_RESULT"] = Function("r", "CONVERT_OUT(centre[l] * table_memory[fx_lrn_index(r)], &saturated)")
     else:
-        d["WINDOW_RESULT"] = Function("r", "FLOAT_TO_OUT(centre * LRN_INV_POW(LRN_K + (LRN_ALPHA / (LRN_N * LRN_N)) * (r)), "
+        d["WINDOW_RESULT"] = Function("r", "FLOAT_TO_OUT(centre[l] * LRN_INV_POW(LRN_K + (LRN_ALPHA / (LRN_N * LRN_N)) * (r)), "
                                            "&saturated)")
     d["LRN_INV_POW"] = inverse_power(s.beta)
     return d

@@ -58,7 +58,7 @@ class Net:
 
     def __init__(self, net_file, weights=None, backend="reference", *, phase=TEST, seed=0, device=None,
                  precision="float", calibration=None, bitstream=None, prune_threshold=0.0, variant="fpga",
-                 parallelism=None, host_threads=None):
+                 parallelism=None, host_threads=None, design=None):
         if isinstance(backend, int):  # caffe.Net(proto, weights, caffe.TEST)
             backend, phase = "reference", backend
         if phase != TEST:
@@ -73,6 +73,14 @@ class Net:
         if backend == "opencl" and calibration is not None:
             # statistics once, here: the executor is rebuilt whenever the input shape changes
             calibration = calibration_statistics(self.graph, calibration)
+        if design is not None:
+            # a design folder fixes the precision and the parallelism: what its report and design.cl say
+            if backend != "opencl" or variant != "fpga":
+                raise CnnfpgaError(f"design={design!r} runs on backend='opencl' with variant='fpga'")
+            if precision != "float" or calibration is not None or parallelism is not None:
+                raise CnnfpgaError(f"design={design!r} fixes the precision and the parallelism; "
+                                   "do not pass precision=, calibration= or parallelism= with it")
+        self.design_dir = design
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
                                    calibration=calibration)
@@ -108,7 +116,10 @@ class Net:
             log.info("%s: building the OpenCL program (first build of a design can take a minute; it is cached)",
                      os.path.basename(self.net_file))
             start = time.perf_counter()
-            self._executor = DeviceNet(self.graph, **self.device_options)
+            options = dict(self.device_options)
+            if self.design_dir is not None:
+                options.update(design=self.stored_design(), precision=None, parallelism=None)
+            self._executor = DeviceNet(self.graph, **options)
             log.info("%s: %d device stage(s) ready on %s in %.1f s", os.path.basename(self.net_file),
                      len(self._executor.plan.stages), self._executor.device.name.strip(), time.perf_counter() - start)
         return self._executor
@@ -127,7 +138,7 @@ class Net:
         if self.backend != "opencl":
             return "\n".join(f"{layer.name:24s} {layer.type:14s} host (numpy reference) float  "
                              f"{list(layer.out_shapes[0])}" for layer in self.graph.layers)
-        return self.executor.plan.describe()
+        return self.executor.design.describe()
 
     def opencl_source(self) -> str:
         """The generated OpenCL source of the device stages, FPGA variant, with Intel channels: what to
@@ -136,9 +147,26 @@ class Net:
         from . import codegen
         from .design import default_design
         from .placement import place
+        if self.design_dir is not None:
+            design = self.stored_design()
+            return codegen.generate(design.plan, design).source
         options = self.device_options
         plan = place(self.graph, options["precision"], calibration_statistics(self.graph, options["calibration"]))
         return codegen.generate(plan, default_design(plan, options["parallelism"])).source
+
+    def stored_design(self):
+        """The design in the design= folder, for this net: exactly what its design.cl describes."""
+        from pathlib import Path
+
+        from . import codegen
+        from .design.store import SOURCE_FILE, load_design
+        from .errors import DesignError
+        design = load_design(self.design_dir, self.graph)
+        written = Path(self.design_dir) / SOURCE_FILE
+        if written.is_file() and written.read_text() != codegen.generate(design.plan, design).source:
+            raise DesignError(f"{written}: differs from the source design.json gives (edited, or written by another "
+                              f"cnnfpga version); run python -m cnnfpga.design again")
+        return design
 
     # -- running -----------------------------------------------------------------------------------
     def forward(self, blobs=None, **inputs) -> dict:

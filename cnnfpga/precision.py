@@ -184,6 +184,14 @@ def parse_format(name: str, where: str = "") -> LayerSetting:
         raise PrecisionError(f"precision {name!r}{at}: {err}") from None
 
 
+def exact_format(text: str, where: str = "") -> Format:
+    """A resolved format as ``str()`` writes it ("float", "half", "fixed16.12") -> Float / Half / Fixed."""
+    setting = parse_format(text, where)
+    if isinstance(setting.activations, FixedAuto):
+        raise PrecisionError(f"{where or 'precision'}: '{text}' names no fractional bits; write fixedN.F")
+    return setting.activations
+
+
 def parse_precision(setting, layer_names) -> dict[str, LayerSetting]:
     """A precision setting -> {layer name: LayerSetting} for every name in ``layer_names``.
 

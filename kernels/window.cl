@@ -26,8 +26,10 @@
  * or a divisor of CO (a block's CO values leave as CO / WOUT words over the next iterations; the
  * design guarantees CO / WOUT <= B, so a block's words are out before the next block ends).
  *
- * Pooling and LRN: a step is one input word (WIN channels) of the current output pixel, its window
- * unrolled (KH x KW positions), and writes one output word at once (WOUT = WIN).
+ * Pooling and LRN: a step is one window column (KH rows, a bank each, so the line buffer needs no
+ * copies) of one input word (WIN channels) of the current output pixel; after KW steps the word's
+ * result leaves (WOUT = WIN).  Pooling is mostly limited by reading (a stride of 2 reads four
+ * inputs per output), so the extra steps cost little time and save the RAM a copy per column takes.
  *
  * Constants from the code generator (cnnfpga.codegen from cnnfpga.design): geometry H W CPI WIN
  * WPP_IN OH OW CPO WOUT KH KW SH SW PH PW DH DW; schedule LB_ROWS FIRST_ROWS FIRST_ITERS ROW_ITERS
@@ -99,7 +101,11 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
         OUT_T pending[PENDING];              /* finished outputs waiting to leave */
         int emit_left = 0, emit_at = 0, emit_channel = 0, gather_at = 0;
 #else
-        int word_at = 0;                     /* pooling / LRN: the word of the pixel being computed */
+        int word_at = 0, column = 0;         /* pooling / LRN: the word and window column being computed */
+        WINDOW_T window[WIN];                /* its partial results over the columns so far */
+#if STAGE_LRN
+        WINDOW_T centre[WIN];                /* the values being normalised */
+#endif
 #endif
 
         for (int t = 0; t < IMAGE_ITERS; t++) {
@@ -199,45 +205,49 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
                     }
                 }
 #else
-                /* one output word: WIN channels over the whole window */
-                OUT_WORD word;
+                /* one column of the window (KH rows, one bank each) for WIN channels; the word
+                   leaves with the last column */
+                const int ix = in_x0 + column;
+                const bool column_inside = ix >= 0 && ix < W;
 #if STAGE_POOL && !POOL_MAX
                 const int divisor = (min(in_y0 + KH, H + PH) - in_y0) * (min(in_x0 + KW, W + PW) - in_x0);
 #endif
+                OUT_WORD word;
                 UNROLL
                 for (int l = 0; l < WIN; l++) {
-                    WINDOW_T result = WINDOW_INIT;
-#if STAGE_LRN
-                    WINDOW_T centre = 0;   /* the value being normalised */
-#endif
+                    WINDOW_T result = column == 0 ? (WINDOW_T)WINDOW_INIT : window[l];
                     UNROLL
                     for (int ky = 0; ky < KH; ky++) {
-                        UNROLL
-                        for (int kx = 0; kx < KW; kx++) {
-                            const int iy = in_y0 + ky, ix = in_x0 + kx;
-                            const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                            const int slot = base_slot + ky >= LB_ROWS ? base_slot + ky - LB_ROWS : base_slot + ky;
-                            const WINDOW_T v = inside ? (WINDOW_T)IN_VALUE_AT(line, (slot * W + ix) * CPI + word_at * WIN + l)
-                                                      : (WINDOW_T)0;
+                        const int iy = in_y0 + ky;
+                        const bool inside = column_inside && iy >= 0 && iy < H;
+                        const int slot = base_slot + ky >= LB_ROWS ? base_slot + ky - LB_ROWS : base_slot + ky;
+                        const WINDOW_T v = inside ? (WINDOW_T)IN_VALUE_AT(line, (slot * W + (inside ? ix : 0)) * CPI +
+                                                                                 word_at * WIN + l)
+                                                  : (WINDOW_T)0;
 #if STAGE_POOL && POOL_MAX
-                            if (inside)
-                                result = WINDOW_MAX(result, v);
+                        if (inside)
+                            result = WINDOW_MAX(result, v);
 #else
-                            result += WINDOW_TERM(v);
+                        result += WINDOW_TERM(v);
 #endif
 #if STAGE_LRN
-                            if (ky == KH / 2 && kx == KW / 2)
-                                centre = v;
+                        if (ky == KH / 2 && column == KW / 2)
+                            centre[l] = v;
 #endif
-                        }
                     }
-                    OUT_SET(word, l, WINDOW_RESULT(result));
+                    window[l] = result;
+                    if (column == KW - 1)
+                        OUT_SET(word, l, WINDOW_RESULT(result));
                 }
-                WRITE_OUT(word);
-                if (++word_at == WPP_IN) {
-                    word_at = 0;
-                    ox++;
-                    in_x0 += SW;
+                if (column == KW - 1)
+                    WRITE_OUT(word);
+                if (++column == KW) {
+                    column = 0;
+                    if (++word_at == WPP_IN) {
+                        word_at = 0;
+                        ox++;
+                        in_x0 += SW;
+                    }
                 }
 #endif
             }

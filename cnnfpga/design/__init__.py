@@ -70,15 +70,21 @@ def channel_name(producer, consumer) -> str:
     return f"ch_{producer.index}_{consumer.index}"
 
 
+def channel_depth(producer_schedule: Schedule, consumer_schedule: Schedule) -> int:
+    """A channel's depth: the consumer's largest burst of reads -- the words a phase reads in its first
+    iterations before it goes on computing (a window stage reads the next rows so) -- so that the
+    producer, writing evenly, can work ahead while the consumer computes and the consumer finds its
+    next rows waiting.  A stage that reads in every iteration of a phase needs no more than
+    MIN_CHANNEL_DEPTH."""
+    bursts = [reads for iterations, reads, _ in consumer_schedule.phases if iterations > reads]
+    return max(MIN_CHANNEL_DEPTH, max(bursts, default=0))
+
+
 def size_channels(design: Design) -> None:
-    """Each channel's depth: a burst of the producer's writes plus one of the consumer's reads (the
-    most words either moves in one phase of its schedule), so that a stage that reads its rows at
-    the start of a phase finds them waiting instead of stalling its computation."""
     for segment in design.plan.segments:
         for producer, consumer in zip(segment.stages, segment.stages[1:]):
-            writes = max((phase[2] for phase in design.schedule(producer).phases), default=0)
-            reads = max((phase[1] for phase in design.schedule(consumer).phases), default=0)
-            design.channel_depths[channel_name(producer, consumer)] = max(MIN_CHANNEL_DEPTH, writes + reads)
+            design.channel_depths[channel_name(producer, consumer)] = channel_depth(design.schedule(producer),
+                                                                                    design.schedule(consumer))
 
 
 STAGE_FIELDS = ("ci", "co", "f", "width_out", "weights", "load_width", "logic_multipliers")

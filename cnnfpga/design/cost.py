@@ -7,8 +7,8 @@ block configurations, DDR bytes per image and per launch.
 
 Estimated, with the documented constants below (orders of magnitude; only aoc's report can say):
 logic.  Where a memory goes is a rule, also stated here: a memory of at most ram.max_register_bits
-is registers; one at most ram.small_memory's depth deep is built in logic (MLABs, LUT RAM); any
-other takes RAM blocks.  A memory read at several addresses in one cycle is replicated (`copies`:
+is registers; any other takes RAM blocks or, where that is the smaller share of the board, small
+memories built in logic (MLABs, LUT RAM; memory_cost).  A memory read at several addresses in one cycle is replicated (`copies`:
 one per kernel column) and split into banks (`banks`: one per row) -- aoc's choice, modelled.
 """
 from __future__ import annotations
@@ -47,15 +47,20 @@ def adder_logic(board, bits: int, count: int = 1) -> int:
 
 def memory_cost(board, width_bits: int, depth: int) -> tuple:
     """(RAM blocks, logic units) of one memory of `depth` words of `width_bits` bits: registers if
-    tiny, logic if shallow, else RAM blocks in the board's best configuration."""
+    tiny; else RAM blocks in the board's best configuration, or small memories in logic (MLABs, LUT
+    RAM: stacked ram.small_memory deep) where that takes a smaller share of the board's logic than
+    the blocks would of its RAM -- a shallow, wide memory (a highly parallel layer's weights) wastes
+    most of every RAM block."""
     if width_bits * depth == 0:
         return 0, 0
     if register_bits(board, width_bits, depth):
         return 0, ceil_div(width_bits * depth, registers_per_logic(board))
-    logic = small_memory_logic(board, width_bits, depth)
-    if logic is not None:
+    blocks = ram_blocks(board, width_bits, depth)
+    small_depth = board.ram.small_memory[0]
+    logic = small_memory_logic(board, width_bits, min(depth, small_depth)) * ceil_div(depth, small_depth)
+    if logic / board.logic.count < blocks / board.ram.blocks:
         return 0, logic
-    return ram_blocks(board, width_bits, depth), 0
+    return blocks, 0
 
 
 def array_cost(board, array: OnChip) -> tuple:

@@ -37,7 +37,7 @@ def schedule(stage, design) -> Schedule:
         phases = ((words, words, 0),) + ((words, words, words),) * (h * w - 1) + ((words, 0, words),)
         return Schedule(max(1, load), (h * w + 1) * words, phases=phases)
     n = stage.spec.local_size
-    window = window_schedule(WindowGeometry(h, w, words, h, w, n, 1, (n - 1) // 2), words, 0)
+    window = window_schedule(WindowGeometry(h, w, words, h, w, n, 1, (n - 1) // 2), words * n, 0)
     phases = ((window.first_iters, window.first_rows * w * words, 0),)
     phases += tuple((window.row_iters, rows * w * words, w * words) for rows in window.reads)
     return Schedule(load, window.image_iters, window, phases)
@@ -75,7 +75,7 @@ def onchip(stage, design, sched: Schedule) -> list:
                         OnChip("squares", square_bits, 2 * (cpi + 2 * half),
                                "int64" if isinstance(fmt, Fixed) else "float32", design.width_in)]
     return table + [OnChip("line", bits, sched.window.line_rows * w * cpi, dtype, design.width_in,
-                           copies=stage.spec.local_size, banks=sched.window.line_rows)]
+                           banks=sched.window.line_rows)]
 
 
 def arrays(stage, design) -> tuple:
@@ -92,8 +92,8 @@ def resources(stage, design, sched: Schedule, board) -> Resources:
     point; in float alpha * sum + k, two square roots and a division (b^-0.75) and a multiply."""
     lanes, fmt = design.width_in, stage.precision.inputs
     n = stage.spec.local_size
-    window = n if across(stage) else n * n
-    squares = lanes if across(stage) else lanes * window
+    window = n if across(stage) else n + 1          # within: a column of n squares and the running sum
+    squares = lanes if across(stage) else lanes * n
     logic = STAGE_CONTROL_LOGIC + lanes * lane_conversion_logic(stage)
     if isinstance(fmt, Fixed):
         square_dsp, square_logic = multiplier_cost(board, squares, fmt.total_bits)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..precision import Fixed, storage_bits
 from . import kind
-from .boards import multipliers_per_block
+from .boards import logic_multiplier_cost, multipliers_per_block
 from .cost import DDR_PORT_LOGIC, memory_cost
 from .stage import Resources, ceil_div
 
@@ -87,12 +87,16 @@ class Evaluation:
 
     def bound_seconds(self) -> float:
         """The physical limit for one image: every stage's MACs on all of the board's multipliers at
-        its precision, at fmax."""
+        its precision (multiplies narrow enough to build in logic: the DSP blocks' and as many as all
+        the logic would build), at fmax."""
         seconds = 0.0
         for cost in self.stages:
             if cost.macs:
                 bits = operand_bits(cost.stage)
                 multipliers = self.board.dsp.blocks * multipliers_per_block(self.board, bits)
+                in_logic = logic_multiplier_cost(self.board, bits) if bits is not None else None
+                if in_logic:
+                    multipliers += self.board.logic.count / in_logic
                 seconds += cost.macs / multipliers / (self.fmax_mhz * 1e6)
         return seconds
 
@@ -135,6 +139,11 @@ def channel_costs(design, board) -> dict:
             width_bits = design.of(producer).width_out * storage_bits(producer.precision.outputs)
             costs[name] = memory_cost(board, width_bits, design.channel_depths[name])
     return costs
+
+
+def segment_port_logic(plan) -> int:
+    """Every segment's DDR input and output ports."""
+    return 2 * DDR_PORT_LOGIC * len(plan.segments)
 
 
 def segment_cycles(design, segment, batch: int) -> int:
@@ -189,9 +198,9 @@ def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds
         totals = totals + cost.resources
     totals.ram_blocks += sum(blocks for blocks, _ in channels.values())
     totals.logic += sum(logic for _, logic in channels.values())
-    for segment in design.plan.segments:   # DDR ports: a segment's input and output
+    totals.logic += segment_port_logic(design.plan)
+    for segment in design.plan.segments:
         first, last = segment.stages[0], segment.stages[-1]
-        totals.logic += 2 * DDR_PORT_LOGIC
         totals.ddr_bytes_per_image += ddr_bytes(first, design.of(first).width_in, first.in_shape, first.precision.inputs)
         totals.ddr_bytes_per_image += ddr_bytes(last, design.of(last).width_out, last.out_shape, last.precision.outputs)
     evaluation = Evaluation(design, board, batch, fmax, costs, channels, totals, host_seconds=host_seconds)

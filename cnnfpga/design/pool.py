@@ -1,6 +1,6 @@
-"""Pooling stages (kernels/window.cl): a line buffer of input rows; a step is one input word (its
-WIDTH channels) of an output pixel over the whole KH x KW window, so an output pixel takes as many
-steps as the input has words per pixel, and a stage's width is its only parallelism (WOUT = WIN)."""
+"""Pooling stages (kernels/window.cl): a line buffer of input rows; a step is one window column (KH
+rows) of one input word (its WIDTH channels) of an output pixel, so an output pixel takes KW steps
+per input word, and a stage's width is its only parallelism (WOUT = WIN)."""
 from __future__ import annotations
 
 from ..precision import Fixed, storage_bits, storage_dtype
@@ -24,7 +24,8 @@ def schedule(stage, design) -> Schedule:
     _, _, oh, ow = stage.out_shape
     s = stage.spec
     words = words_per_pixel(stage, design)
-    window = window_schedule(WindowGeometry(h, w, words, oh, ow, s.kernel_h, s.stride_h, s.pad_h), words, 0)
+    window = window_schedule(WindowGeometry(h, w, words, oh, ow, s.kernel_h, s.stride_h, s.pad_h),
+                             words * s.kernel_w, 0)
     phases = ((window.first_iters, window.first_rows * w * words, 0),)
     phases += tuple((window.row_iters, rows * w * words, ow * words) for rows in window.reads)
     return Schedule(0, window.image_iters, window, phases)
@@ -56,8 +57,7 @@ def onchip(stage, design, sched: Schedule) -> list:
     _, c, _, w = stage.in_shape
     fmt = stage.precision.inputs
     return [OnChip("line", storage_bits(fmt), sched.window.line_rows * w * padded(c, design.width_in),
-                   str(storage_dtype(fmt)), design.width_in, copies=stage.spec.kernel_w,
-                   banks=sched.window.line_rows if stage.spec.kernel_h > 1 else 1)]
+                   str(storage_dtype(fmt)), design.width_in, banks=sched.window.line_rows if stage.spec.kernel_h > 1 else 1)]
 
 
 def arrays(stage, design) -> tuple:
@@ -73,11 +73,11 @@ def lane_conversion_logic(stage) -> int:
 
 
 def resources(stage, design, sched: Schedule, board) -> Resources:
-    """No multipliers.  Per lane (WIDTH lanes): KH x KW - 1 comparators (MAX) or adders (AVE, plus a
-    divider for the mean), the output conversion; the line buffer (a copy per kernel column, a bank
-    per row); the stage's control."""
+    """No multipliers.  Per lane (WIDTH lanes): KH comparators (MAX) or adders (AVE, plus a divider
+    for the mean) over a window column and the running result, the output conversion; the line
+    buffer (a bank per row); the stage's control."""
     s = stage.spec
-    lanes, window = design.width_in, s.kernel_h * s.kernel_w
+    lanes, window = design.width_in, s.kernel_h + 1
     fmt = stage.precision.inputs
     bits = fmt.total_bits if isinstance(fmt, Fixed) else 32
     dsp, logic = 0, STAGE_CONTROL_LOGIC + lanes * lane_conversion_logic(stage)

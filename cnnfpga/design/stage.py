@@ -42,7 +42,8 @@ class StageDesign:
         if self.kind != "conv":
             return f"width {self.width_in}" if self.width_in == self.width_out else widths
         where = "" if self.weights == "chip" else ", weights from DDR"
-        return f"ci={self.ci} co={self.co} f={self.f}, {widths}{where}"
+        logic = ", multiplies in logic" if self.logic_multipliers else ""
+        return f"ci={self.ci} co={self.co} f={self.f}, {widths}{where}{logic}"
 
 
 @dataclass(frozen=True)

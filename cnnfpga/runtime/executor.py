@@ -126,6 +126,9 @@ class DeviceNet:
         self.graph = graph
         self.host_threads = host_threads or os.cpu_count() or 1
         if design is not None:
+            if calibration is not None or parallelism is not None:
+                raise DeviceError(f"{graph.path}: a design fixes precision and parallelism; pass no calibration= "
+                                  f"or parallelism= with it")
             self.plan = design.plan
         else:
             self.plan = place(graph, precision, calibration_statistics(graph, calibration))

@@ -1,0 +1,133 @@
+"""Size an FPGA design for a net and a board, and write it out:
+
+    python -m cnnfpga.design --net alexnet.prototxt --board arria10_gx1150 --precision fixed16 --out alexnet_a10
+
+writes to the --out folder: report.txt (a row per layer: where it runs, parallelism, cycles, DSP,
+RAM, logic; totals, the binding resource, the predictions), report.json, design.cl (the aoc source
+of exactly this design), design.json (what Net(..., backend="opencl", design=FOLDER) runs), a
+Makefile with the aoc command, and balance.png (cycles per stage) where matplotlib is installed.
+--verify runs the design on an OpenCL device for one image, checks it against the golden model and
+adds the cycles every stage counted.
+"""
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+
+from .. import bundled, codegen
+from ..errors import CnnfpgaError
+from ..graph import load_graph
+from ..placement import HostStep, place
+from ..precision import load_calibration
+from . import balance as balancing
+from .boards import board_names, load_board
+from .model import evaluate
+from .report import report_data, report_text, write_report
+from .store import save_design
+
+log = logging.getLogger("cnnfpga")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m cnnfpga.design", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--net", required=True, help="prototxt path, or a bundled net's name (alexnet.prototxt)")
+    parser.add_argument("--weights", help="caffemodel (default: a bundled net's weights, else seeded fillers); "
+                                          "fixed-point weight formats are sized from the weights")
+    parser.add_argument("--board", required=True, help=f"a bundled board ({', '.join(board_names())}) or a board "
+                                                       f"JSON file")
+    parser.add_argument("--precision", default="fixed16",
+                        help='float, half, fixed16, fixed8.4, ..., or a JSON file {"layer": form, "*": default}')
+    parser.add_argument("--calibration", help="JSON file of {blob: max |x|} (cnnfpga.precision.save_calibration) "
+                                              "choosing fixed-point fractional bits")
+    parser.add_argument("--batch", type=int, default=1, help="images per launch (default 1)")
+    parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES)
+    parser.add_argument("--max-util", type=float, default=0.85, help="cap on every resource (default 0.85)")
+    parser.add_argument("--fmax", type=float, help="clock in MHz (default: the board file's)")
+    parser.add_argument("--out", required=True, help="folder to write the design and its report to")
+    parser.add_argument("--verify", action="store_true",
+                        help="run the design on an OpenCL device and check outputs and cycles")
+    parser.add_argument("--device", help="OpenCL device for --verify (name substring or P:D; default as Net's)")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.fmax is not None and args.fmax <= 0:
+        parser.error(f"--fmax must be positive, got {args.fmax}")
+    return args
+
+
+def host_layer_times(plan, batch: int) -> dict:
+    """Seconds of each host inner product at `batch` from the measured host model."""
+    from .host_model import load_or_measure
+    layers = [step.layer for step in plan.steps if isinstance(step, HostStep) and step.layer.type == "InnerProduct"]
+    if not layers:
+        return {}
+    model = load_or_measure()
+    return {layer.name: model.seconds(math.prod(layer.in_shapes[0][layer.spec.axis:]), layer.spec.num_output, batch)
+            for layer in layers}
+
+
+def design_net(args) -> dict:
+    net_path = bundled.resolve(args.net)
+    bundled_net = os.path.dirname(net_path) == str(bundled.bundled_folder())
+    weights = args.weights or (bundled.bundled_weights(net_path) if bundled_net else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        graph = load_graph(net_path, weights)
+        graph = graph.reshape({name: (1,) + tuple(shape[1:]) for name, shape in graph.inputs.items()})
+        stats = load_calibration(args.calibration) if args.calibration else None
+        plan = place(graph, args.precision, stats)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    board = load_board(args.board)
+    start = time.perf_counter()
+    host_times = host_layer_times(plan, args.batch)
+    log.info("balancing %d device stage(s) of %s on %s ...", len(plan.stages), os.path.basename(net_path), board.name)
+    design = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax,
+                               sum(host_times.values()))
+    evaluation = evaluate(design, board, args.batch, args.fmax, sum(host_times.values()))
+    log.info("designed in %.1f s", time.perf_counter() - start)
+    meta = {"net": net_path, "weights": weights, "precision": args.precision, "objective": args.objective,
+            "max_util": args.max_util}
+    data = report_data(evaluation, meta, {name: seconds * 1e3 for name, seconds in host_times.items()})
+    if args.verify:
+        from .verify import verify
+        log.info("verifying on an OpenCL device (builds the design with loop counters) ...")
+        checked = verify(graph, design, args.device)
+        data["verified"] = {key: checked[key] for key in ("device", "outputs", "ok", "max_error", "cycles_equal")}
+        for row in data["layers"]:
+            if row["name"] in checked["measured_cycles"]:
+                row["measured_cycles"] = checked["measured_cycles"][row["name"]]
+                row["model_cycles"] = checked["model_cycles"][row["name"]]
+    source = codegen.generate(design.plan, design).source
+    written = write_report(args.out, data, source)
+    save_design(design, args.out, net_path, {"board": board.name, "fmax_mhz": evaluation.fmax_mhz,
+                                             "batch": args.batch, "objective": args.objective,
+                                             "precision": args.precision})
+    log.info("wrote %s to %s", ", ".join(written + ["design.json"]), args.out)
+    return data
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(progress)
+    log.setLevel(logging.INFO)
+    try:
+        data = design_net(args)
+    except CnnfpgaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report_text(data), end="")
+    if "verified" in data and not (data["verified"]["ok"] and data["verified"]["cycles_equal"]):
+        print("error: verification failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

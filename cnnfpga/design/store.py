@@ -1,0 +1,91 @@
+"""A design on disk: DIR/design.json holds what the kernels are built from -- every device layer's
+formats (fractional bits included) and every stage's parallelism, stream widths, weight placement
+and channel depths -- plus the net it was made for.  ``load_design`` rebuilds exactly that Design
+for a graph of the same net, so that ``Net(..., design=DIR)`` runs what DIR/design.cl describes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from ..errors import DesignError, PrecisionError
+from ..layers import DEVICE_TYPES
+from ..placement import place
+from ..precision import LayerPrecision, exact_format
+from . import Design
+from .stage import StageDesign
+
+DESIGN_FILE = "design.json"
+SOURCE_FILE = "design.cl"
+FORMAT_VERSION = 1
+
+
+def net_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def design_record(design: Design, net_path, extra: dict = None) -> dict:
+    plan = design.plan
+    return {
+        "format": FORMAT_VERSION,
+        "net": str(net_path),
+        "net_sha256": net_digest(net_path),
+        "precisions": {layer.name: {"weights": str(p.weights), "inputs": str(p.inputs), "outputs": str(p.outputs)}
+                       for layer in plan.graph.layers if layer.type in DEVICE_TYPES
+                       for p in [plan.precisions[layer.name]]},
+        "stages": [dict(name=stage.name, **asdict(design.of(stage))) for stage in plan.stages],
+        "channel_depths": dict(design.channel_depths),
+        **(extra or {}),
+    }
+
+
+def save_design(design: Design, directory, net_path, extra: dict = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DESIGN_FILE
+    path.write_text(json.dumps(design_record(design, net_path, extra), indent=1) + "\n")
+    return path
+
+
+def read_record(directory) -> tuple:
+    path = Path(directory) / DESIGN_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DesignError(f"{path}: no design here (write one with python -m cnnfpga.design ... --out {directory})") \
+            from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DesignError(f"{path}: cannot read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise DesignError(f"{path}:{error.lineno}: not valid JSON: {error.msg}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT_VERSION:
+        raise DesignError(f"{path}: not a cnnfpga design file of format {FORMAT_VERSION}")
+    return path, record
+
+
+def load_design(directory, graph) -> Design:
+    """The Design stored in `directory`, for `graph` (the same net, any batch size)."""
+    path, record = read_record(directory)
+    try:
+        precisions = {name: LayerPrecision(*(exact_format(p[key], f"{path}: layer '{name}' {key}")
+                                             for key in ("weights", "inputs", "outputs")))
+                      for name, p in record["precisions"].items()}
+        plan = place(graph, precisions)
+        stored = {entry["name"]: entry for entry in record["stages"]}
+        names = [stage.name for stage in plan.stages]
+        if sorted(names) != sorted(stored):
+            missing = sorted(set(names) - set(stored)) or sorted(set(stored) - set(names))
+            raise DesignError(f"{path}: made for another net ({record['net']}): its device stages differ from "
+                              f"{graph.path}'s (e.g. '{missing[0]}')")
+        known = {f.name for f in fields(StageDesign)}
+        stages = {}
+        for stage in plan.stages:
+            entry = {key: value for key, value in stored[stage.name].items() if key in known}
+            stages[stage.index] = StageDesign(**{**entry, "index": stage.index})
+        design = Design(plan, stages, dict(record["channel_depths"]))
+    except (KeyError, TypeError, PrecisionError) as error:
+        raise DesignError(f"{path}: malformed design file ({error})") from None
+    design.check()
+    return design
