@@ -362,3 +362,25 @@ def test_branching_and_imagenet_nets_fixed16_bit_exact_and_half_within_bound(nam
     assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
     half, error = check_net(graph, precision="half")
     assert 0 < error < half_error_bound(half.plan), f"{name}: half error {error}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["float", "fixed16"])
+def test_alexnet_at_odd_parallelism_gives_the_same_results_in_the_model_cycles(setting):
+    """AlexNet's conv1 at ci=3 co=96 f=11 (a whole output pixel's channels every 11 cycles), conv2 at
+    ci=48 with its 2 groups and co=8 split into words of 4, conv3 with its weights streamed from DDR,
+    conv5 at f=9: the outputs of the default design's, in the cycles of the model."""
+    graph = filler_graph(shared_path("models", "alexnet", "deploy.prototxt"), input_shapes={"data": (1, 3, 227, 227)})
+    x = random_inputs(graph)
+    stats = calibrate(graph, x) if setting != "float" else None
+    odd = {"conv1": (3, 96, 11), "conv2": {"ci": 48, "co": 8, "f": 1, "width_out": 4},
+           "conv3": {"ci": 16, "co": 12, "f": 3, "weights": "ddr"}, "conv5": (8, 4, 9)}
+    net = DeviceNet(graph, precision=setting, calibration=stats, parallelism=odd, count_cycles=True)
+    got = net.forward(x)
+    if setting == "float":
+        assert relative_error(got["pool5"], reference.forward(graph, x)["pool5"]) < 1e-4
+    else:
+        golden = forward_fixed(net.plan.graph, x, net.plan.precisions)
+        np.testing.assert_array_equal(got["pool5"], golden.blobs["pool5"])
+    model = {stage.name: net.design.schedule(stage).cycles(1) for stage in net.plan.stages}
+    assert net.cycles() == model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixed_reference import forward_fixed
+from ..placement import HostStep
 from ..precision import Fixed, Float, Half
 from ..reference import forward
 
@@ -20,16 +21,25 @@ def verify(graph, design, device=None, seed: int = 0) -> dict:
     got = net.forward(x)
     plan = net.plan
     written = [plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink]
+    # a segment fed by the host's float layers (an inner product: BLAS sums in another order than the
+    # golden model) may see a value on the other side of a rounding step: one step is allowed there
+    after_host = {plan.blob_names[s.sink] for s in plan.segments
+                  if s.source in {key for step in plan.steps if isinstance(step, HostStep) for key in step.outputs}}
     formats = {stage.precision.inputs.__class__ for stage in plan.stages} | \
               {stage.precision.outputs.__class__ for stage in plan.stages}
     golden = forward_fixed(plan.graph, x, plan.precisions)
     if formats <= {Fixed} or formats <= {Half}:
         errors = [float(np.abs(got[b] - golden.blobs[b]).max()) for b in written]
         if formats <= {Fixed}:
-            saturation_equal = net.saturation() == {n: golden.saturation.get(n, 0) for n in net.saturation()}
-            ok = max(errors, default=0.0) == 0.0 and saturation_equal
-            outputs = (f"bit-exact with the fixed-point golden model ({len(written)} blobs), saturation counts equal"
-                       if ok else f"NOT bit-exact: largest difference {max(errors):g}")
+            steps = {plan.blob_names[s.sink]: 2.0 ** -s.stages[-1].precision.outputs.frac_bits for s in plan.segments}
+            exact = [b for b, e in zip(written, errors) if b not in after_host and e > 0]
+            near = [b for b, e in zip(written, errors) if b in after_host and e > steps[b]]
+            checked = [s.name for s in plan.stages if s.name not in {b for b in after_host}]
+            saturation_equal = all(net.saturation()[n] == golden.saturation.get(n, 0) for n in checked)
+            ok = not exact and not near and saturation_equal
+            outputs = (f"bit-exact with the fixed-point golden model ({len(written) - len(after_host)} blob(s); "
+                       f"{len(after_host)} after the host's float layers within one step), saturation counts equal"
+                       if ok else f"NOT bit-exact: {', '.join(exact + near) or 'saturation counts'} differ")
         else:
             bound = half_error_bound(plan)
             relative = max(e / max(float(np.abs(golden.blobs[b]).max()), 1e-30) for e, b in zip(errors, written))
