@@ -127,18 +127,18 @@ def single_threaded_opencv(run):
     return wrapped
 
 
-def forced_sharing(net, batch: int, partitioned: bool, run):
+def forced_sharing(net, batch: int, split: bool, run):
     """run(seconds) with the stream's way of sharing the cores set, then the stream's own choice back."""
     def wrapped(seconds):
-        chosen = net.stream_partitioned.get(batch)
-        net.stream_partitioned[batch] = partitioned
+        chosen = net.stream_split_cores.get(batch)
+        net.stream_split_cores[batch] = split
         try:
             return run(seconds)
         finally:
             if chosen is None:
-                del net.stream_partitioned[batch]
+                del net.stream_split_cores[batch]
             else:
-                net.stream_partitioned[batch] = chosen
+                net.stream_split_cores[batch] = chosen
     return wrapped
 
 
@@ -189,7 +189,7 @@ def main():
             "ours, streamed": lambda t: rate_of_stream(ours, {"data": x}, batch, t),
             f"OpenCV dnn, forward() ({cv2.getNumThreads()} threads)": lambda t: rate_of_steps(opencv_step, batch, t),
         }
-        if ours.partition is not None:   # both ways of sharing the cores, whatever the stream picks
+        if ours.sub_device is not None:   # both ways of sharing the cores, whatever the stream picks
             configs[f"ours, streamed, device on {cores - 1} core(s) (forced)"] = forced_sharing(
                 ours, batch, True, lambda t: rate_of_stream(ours, {"data": x}, batch, t))
             configs["ours, streamed, all cores shared (forced)"] = forced_sharing(
@@ -241,7 +241,7 @@ def main():
             print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
         net, cores = r["net"], r["net"].device.max_compute_units
         print(f"  'ours, streamed' chose: device stages on " + (
-            f"{cores - 1} of the {cores} cores, host layers on the last" if net.stream_partitioned.get(r["batch"])
+            f"{cores - 1} of the {cores} cores, host layers on the last" if net.stream_split_cores.get(r["batch"])
             else f"all {cores} cores, shared with the host layers"))
         if r["batch"] in net.stream_timing:
             device_s, host_s = net.stream_timing[r["batch"]]

@@ -84,17 +84,8 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
                         results[(oy * OW + ox) * CPO + ob * CO + j] =
                             (RESULT_T)STAGE_FN(lane_result)(acc, j, bias_memory[ob * CO + j], &saturated);
                 }
-                /* next step: channels fastest, then kernel positions, then pixels */
-                if (++cb == CB) {
-                    cb = 0;
-#if F == 1
-                    if (++kx0 == KW) { kx0 = 0; ky0++; }
-#elif F == KW
-                    ky0++;
-#endif
-                }
-                if (++k == B) {
-                    k = 0; ky0 = 0; kx0 = 0;
+                /* next step; after a pixel's block the next pixel */
+                if (STAGE_FN(next_step)(&k, &cb, &ky0, &kx0)) {
                     in_x0 += SW;
                     if (++ox == OW) { ox = 0; in_x0 = -PW; oy++; in_y0 += SH; }
                 }

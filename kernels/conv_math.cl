@@ -10,7 +10,7 @@
  * takes several cycles, and a single accumulator would make every iteration wait for the previous
  * one (initiation interval > 1); with the shift register each partial sum is updated only every
  * ACC_DEPTH iterations, and the block's partial sums are added once, at its end.
- * Constants: CO CIF CIF_POW2 B ACC_DEPTH ACC_DEPTH_POW2 ACC_TERMS, types COMPUTE_T SUM_T W_ST OUT_T,
+ * Constants: CO CIF CIF_POW2 B CB F KW ACC_DEPTH ACC_DEPTH_POW2 ACC_TERMS, types COMPUTE_T SUM_T W_ST OUT_T,
  * WEIGHT_VALUE(i) MULTIPLY(w, x), and the output conversion (CONVERT_OUT(a, saturated) or
  * FLOAT_TO_OUT(v, saturated); FUSE_RELU RELU_SLOPE).
  */
@@ -23,6 +23,26 @@
 #else
 #define ACCUMULATORS(name) float name[ACC_DEPTH][CO]
 #endif
+
+/* The next step of a block: channels fastest, then kernel positions (a kernel row of them when
+   F == KW, one at a time when F == 1).  Returns true when the block is complete (all counters back
+   at its start). */
+bool STAGE_FN(next_step)(int *k, int *cb, int *ky0, int *kx0)
+{
+    if (++*cb == CB) {
+        *cb = 0;
+#if F == 1
+        if (++*kx0 == KW) { *kx0 = 0; ++*ky0; }
+#elif F == KW
+        ++*ky0;
+#endif
+    }
+    if (++*k == B) {
+        *k = 0; *ky0 = 0; *kx0 = 0;
+        return true;
+    }
+    return false;
+}
 
 /* sums[j] = sum over i of w[row][i][j] * x[i]: all CO lanes side by side (lanes fastest in the
    weights too), an adder tree over i */

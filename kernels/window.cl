@@ -185,18 +185,9 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
                     }
 #endif
                 }
-                /* next step: channels fastest, then kernel positions, then blocks, then pixels */
+                /* next step; after a block the next block, after a pixel's blocks the next pixel */
                 weight_row++;
-                if (++cb == CB) {
-                    cb = 0;
-#if F == 1
-                    if (++kx0 == KW) { kx0 = 0; ky0++; }
-#elif F == KW
-                    ky0++;
-#endif
-                }
-                if (++k == B) {
-                    k = 0; ky0 = 0; kx0 = 0;
+                if (STAGE_FN(next_step)(&k, &cb, &ky0, &kx0)) {
                     if (++group_block == BLOCKS_PER_GROUP) { group_block = 0; channel_base += CG; }
                     if (++ob == NB) {
                         ob = 0; weight_row = 0; group_block = 0; channel_base = 0;

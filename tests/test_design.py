@@ -1,5 +1,6 @@
 """The hardware model: cost functions by hand-computed cases, the default design's checks, balancing
 AlexNet for the bundled boards, the design command, and a design folder run through Net."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -172,6 +173,8 @@ def test_design_command_writes_the_report_source_and_design_and_verifies(tmp_pat
     assert report["verified"]["ok"] and report["verified"]["cycles_equal"]
     assert "conv2" in done.stdout and "binding" in done.stdout
     assert "aoc" in (out / "Makefile").read_text()
+    if importlib.util.find_spec("matplotlib"):   # installed with the test extra
+        assert (out / "balance.png").stat().st_size > 1000
     assert "__attribute__((depth(" in (out / "design.cl").read_text() or "CHANNEL(" in (out / "design.cl").read_text()
 
 

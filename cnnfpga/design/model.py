@@ -100,10 +100,17 @@ class Evaluation:
                 seconds += cost.macs / multipliers / (self.fmax_mhz * 1e6)
         return seconds
 
+    def ddr_fraction(self) -> float:
+        """The share of the board's DDR bandwidth a batch uses: its inputs and outputs and the weights
+        streamed per image, and the weights loaded once per launch, over the batch's time."""
+        bytes_moved = self.totals.ddr_bytes_per_image * self.batch + self.totals.ddr_bytes_per_launch
+        return bytes_moved / self.fpga_seconds / (self.board.ddr_gbs * 1e9)
+
     def predicted(self) -> dict:
         fpga = self.fpga_seconds
         per_image = fpga / self.batch
         return {
+            "ddr_fraction": self.ddr_fraction(),
             "interval_cycles": self.interval_cycles,
             "batch_cycles": self.fpga_cycles,
             "latency_ms": fpga * 1e3,

@@ -114,7 +114,9 @@ def report_text(data: dict) -> str:
              f"throughput {p['throughput_img_s']:,.1f} images/s (FPGA alone {p['fpga_throughput_img_s']:,.1f}), "
              f"{p['gops']:,.1f} GOp/s",
              f"physical bound {p['bound_ms']:.3f} ms per image (every MAC on all the board's multipliers at fmax): "
-             f"efficiency {p['efficiency']:.0%}"]
+             f"efficiency {p['efficiency']:.0%}",
+             f"DDR: {data['ddr']['bytes_per_image']:,} bytes per image, {data['ddr']['bytes_per_launch']:,} per launch: "
+             f"{p['ddr_fraction']:.1%} of the board's {data['ddr']['board_gbs']:g} GB/s"]
     if "verified" in data:
         v = data["verified"]
         lines.append(f"verified on {v['device']}: {v['outputs']}; measured cycles "
@@ -143,7 +145,7 @@ def plot_balance(data: dict, path: Path) -> bool:
     stages = [row for row in data["layers"] if row["location"] == "fpga" and row.get("cycles") is not None]
     figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(stages) + 2), 4))
     axes.bar(range(len(stages)), [row["cycles"] for row in stages], color="#4a7ab0")
-    axes.axhline(data["predicted"]["interval_cycles"], color="#c0392b", linestyle="--", label="interval")
+    axes.axhline(data["predicted"]["interval_cycles"], color="#c0392b", linestyle="--", label="interval (per image, all segments)")
     axes.set_xticks(range(len(stages)), [row["name"] for row in stages], rotation=60, ha="right", fontsize=8)
     axes.set_ylabel("cycles per image")
     axes.set_title(f"{Path(data['net']).name} on {data['board']}, {data['precision']}", fontsize=10)
