@@ -1,6 +1,6 @@
 """cnnfpga: Caffe nets run the way an FPGA streaming accelerator would.
 
-prototxt -> graph -> partition (device / host) -> design -> kernels -> runtime -> outputs.
+prototxt -> graph -> placement (device / host) -> design -> kernels -> runtime -> outputs.
 """
 from pathlib import Path as _Path
 
@@ -10,11 +10,12 @@ if (_Path(__file__).resolve().parent.parent / "kernels" / "__init__.py").exists(
     __path__.append(str(_Path(__file__).resolve().parent.parent))
 
 from . import io  # noqa: E402
-from .errors import (CnnfpgaError, DeviceError, InputError, ModelFileError, NetDefinitionError, PrecisionError,
-                     ResourceError, WeightsError)
+from .errors import (CnnfpgaError, DesignError, DeviceError, InputError, ModelFileError, NetDefinitionError,
+                     PrecisionError, ResourceError, WeightsError)
 from .graph import Graph, Layer, load_graph
 from .net import TEST, TRAIN, Blob, Net
 
-__all__ = ["Net", "Blob", "Graph", "Layer", "load_graph", "io", "TEST", "TRAIN", "CnnfpgaError", "DeviceError",
-           "InputError", "ModelFileError", "NetDefinitionError", "PrecisionError", "ResourceError", "WeightsError"]
+__all__ = ["Net", "Blob", "Graph", "Layer", "load_graph", "io", "TEST", "TRAIN", "CnnfpgaError", "DesignError",
+           "DeviceError", "InputError", "ModelFileError", "NetDefinitionError", "PrecisionError", "ResourceError",
+           "WeightsError"]
 __version__ = "0.1.0"

@@ -82,3 +82,19 @@ def vgg16_published(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vgg16") / "VGG_ILSVRC_16_layers_deploy.prototxt"
     path.write_text(published)
     return path
+
+
+EMULATOR = "FPGA Emulation"   # device= selector of Intel's FPGA emulator
+
+
+def require_emulator() -> str:
+    """The device selector of Intel's FPGA emulator; skips the test when it is not visible (fails it
+    under CI, which installs it: .ci/run)."""
+    from cnnfpga.emulator import emulator_visible
+    if not emulator_visible():
+        reason = ("the Intel FPGA emulator is not visible: `python3 -m cnnfpga.emulator install`, "
+                  "then the export line it prints")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return EMULATOR

@@ -20,7 +20,7 @@ from cnnfpga.design.window import WindowGeometry, window_schedule
 from cnnfpga.errors import DesignError
 from cnnfpga.placement import place
 
-from conftest import filler_graph, shared_path
+from conftest import filler_graph, require_emulator, shared_path
 
 A10 = load_board("arria10_gx1150")
 
@@ -228,3 +228,28 @@ def test_counted_cycles_equal_the_model_at_default_and_balanced_parallelism(name
         checked = verify(graph, design)
         assert checked["cycles_equal"], (checked["measured_cycles"], checked["model_cycles"])
         assert checked["ok"], checked["outputs"]
+
+
+# ---------------------------------------------------- balanced designs on Intel's FPGA emulator
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Non-empty compiler output")   # the emulator's compiler chats
+@pytest.mark.parametrize("name,precision", [("cifar10_quick", "fixed16"), ("cifar10_full", "fixed16"),
+                                            ("cifar10_full", "float"), ("alexnet", "fixed16")])
+def test_balanced_designs_run_on_the_fpga_emulator(name, precision):
+    """The design balanced for an Arria 10, built from the real channel source by Intel's compiler and
+    run by its emulator with every stage of a segment at once on blocking channels of the design's
+    depths: the golden model's outputs (fixed point bit-exact, the same saturation counts), and every
+    stage's counted loop iterations equal to the model's."""
+    from cnnfpga.design.verify import verify
+    from cnnfpga.precision import calibrate
+    emulator = require_emulator()
+    folder, prototxt = NETS[name]
+    graph = filler_graph(shared_path("models", folder, prototxt))
+    graph = graph.reshape({n: (1,) + tuple(s[1:]) for n, s in graph.inputs.items()})
+    x = {n: np.random.default_rng(1).uniform(-1, 1, s).astype(np.float32) for n, s in graph.inputs.items()}
+    plan = place(graph, precision, calibrate(graph, x) if precision != "float" else None)
+    checked = verify(graph, balance(plan, A10), device=emulator)
+    assert "Emulation" in checked["device"]
+    assert checked["ok"], checked["outputs"]
+    assert checked["cycles_equal"], (checked["measured_cycles"], checked["model_cycles"])

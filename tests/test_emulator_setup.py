@@ -15,6 +15,8 @@ import pytest
 
 from cnnfpga.emulator import ICD_NAME, emulator_visible, write_icd_folder
 from cnnfpga.runtime import device as device_module
+
+from conftest import require_emulator
 from cnnfpga.runtime.device import is_emulator, select_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +62,6 @@ def test_the_emulator_is_chosen_by_name_or_index(monkeypatch):
 def test_is_emulator_tells_the_emulator_from_a_board(monkeypatch):
     fake_machine(monkeypatch, EMULATOR, BOARD, POCL)
     assert [is_emulator(device) for *_, device in device_module.all_devices()] == [True, False, False]
-
-
-def require_emulator():
-    """Skips the test when the emulator is not visible (fails it under CI, which installs it)."""
-    if not emulator_visible():
-        reason = ("the Intel FPGA emulator is not visible: `python3 -m cnnfpga.emulator install`, "
-                  "then the export line it prints")
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.mark.filterwarnings("ignore:Non-empty compiler output")   # the emulator's compiler chats

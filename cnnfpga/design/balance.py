@@ -428,9 +428,10 @@ def does_not_fit(evaluation, max_util: float) -> str:
     worst = max(evaluation.stages, key=lambda cost: getattr(cost.resources, binding))
     names = {"dsp": evaluation.board.dsp.unit + "s", "ram_blocks": evaluation.board.ram.unit + " blocks",
              "logic": evaluation.board.logic.unit + "s"}
-    return (f"the design does not fit on {evaluation.board.name} even at its smallest (every convolution 1 x 1 x 1, "
-            f"weights from DDR where that saves RAM): it needs {needed:,} {names[binding]}, {needed / allowed:.0%} of "
-            f"the {allowed:,.0f} allowed ({max_util:.0%} of {evaluation.capacity(binding):,}); the largest user is "
+    return (f"the design does not fit on {evaluation.board.name} even at its smallest (every convolution at most "
+            f"{START_PRODUCT} multiplies per step, streams one value wide, weights streamed from DDR where that saves "
+            f"RAM): it needs {needed:,} {names[binding]} where {allowed:,.0f} are allowed ({max_util:.0%} of "
+            f"{evaluation.capacity(binding):,}), {needed / allowed:.1f} times as many; the largest user is "
             f"'{worst.stage.name}' with {getattr(worst.resources, binding):,}")
 
 

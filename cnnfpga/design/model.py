@@ -121,6 +121,7 @@ class Evaluation:
             "gops": 2 * self.macs / per_image / 1e9,
             "bound_ms": self.bound_seconds() * 1e3,
             "efficiency": self.bound_seconds() / per_image,
+            "interval_efficiency": self.bound_seconds() / (self.interval_cycles / (self.fmax_mhz * 1e6)),
         }
 
 

@@ -114,7 +114,7 @@ def report_text(data: dict) -> str:
              f"throughput {p['throughput_img_s']:,.1f} images/s (FPGA alone {p['fpga_throughput_img_s']:,.1f}), "
              f"{p['gops']:,.1f} GOp/s",
              f"physical bound {p['bound_ms']:.3f} ms per image (every MAC on all the board's multipliers at fmax): "
-             f"efficiency {p['efficiency']:.0%}",
+             f"efficiency {p['efficiency']:.0%} of the batch's time, {p['interval_efficiency']:.0%} of the interval",
              f"DDR: {data['ddr']['bytes_per_image']:,} bytes per image, {data['ddr']['bytes_per_launch']:,} per launch: "
              f"{p['ddr_fraction']:.1%} of the board's {data['ddr']['board_gbs']:g} GB/s"]
     if "verified" in data:
