@@ -58,7 +58,7 @@ class Net:
 
     def __init__(self, net_file, weights=None, backend="reference", *, phase=TEST, seed=0, device=None,
                  precision="float", calibration=None, bitstream=None, prune_threshold=0.0, variant="fpga",
-                 parallelism=None, host_threads=None, design=None):
+                 parallelism=None, host_threads=None, design=None, stall_seconds=None):
         if isinstance(backend, int):  # caffe.Net(proto, weights, caffe.TEST)
             backend, phase = "reference", backend
         if phase != TEST:
@@ -83,7 +83,7 @@ class Net:
         self.design_dir = design
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
-                                   calibration=calibration)
+                                   calibration=calibration, stall_seconds=stall_seconds)
         self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
                                   if layer.blobs)
         self._attach(self.graph)

@@ -35,6 +35,7 @@
 #define ONCHIP_ARRAY(value_type, name, size)
 #define ONCHIP __global
 #define UNROLL   /* a CPU compiler unrolls and vectorises as it sees fit: same arithmetic, far quicker builds */
+#define PIPELINED
 
 #else
 
@@ -49,6 +50,9 @@
 #define ONCHIP_ARRAY(value_type, name, size) __local value_type name[size];
 #define ONCHIP __local
 #define UNROLL _Pragma("unroll")   /* a loop of constant trip count becomes parallel hardware */
+/* a pipelined loop, one iteration per cycle: never unrolled, even where its trip count is small, so
+   that its iterations stay the cycles the design model counts */
+#define PIPELINED _Pragma("unroll 1")
 
 #endif
 

@@ -34,6 +34,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
     ulong saturated = 0;
     CYCLE_COUNTER
 
+    PIPELINED
     for (int i = 0; i < BIAS_LOAD_ITERS; i++) {
         COUNT_CYCLE
         UNROLL
@@ -41,7 +42,9 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
             if (i * LOAD_WIDTH + k < O)
                 bias_memory[i * LOAD_WIDTH + k] = bias[i * LOAD_WIDTH + k];
     }
+    PIPELINED
     for (uint n = 0; n < n_images; n++) {
+        PIPELINED
         for (int i = 0; i < READ_ITERS; i++) {
             COUNT_CYCLE
             const IN_WORD word = READ_IN();
@@ -50,7 +53,9 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
                 feature_map[i * WIN + l] = word.value[l];
         }
         int group_block = 0, channel_base = 0;
+        PIPELINED
         for (int ob = 0; ob < NB; ob++) {
+            PIPELINED
             for (int i = 0; i < BLOCK_LOAD_ITERS; i++) {
                 COUNT_CYCLE
                 UNROLL
@@ -63,6 +68,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
             int oy = 0, ox = 0, in_y0 = -PH, in_x0 = -PW;
             int k = 0, cb = 0, ky0 = 0, kx0 = 0;
             ACCUMULATORS(acc);
+            PIPELINED
             for (int t = 0; t < BLOCK_STEPS; t++) {
                 COUNT_CYCLE
                 COMPUTE_T x[CIF];
@@ -93,6 +99,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
             if (++group_block == BLOCKS_PER_GROUP) { group_block = 0; channel_base += CG; }
         }
         int channel = 0;   /* of the word's first value */
+        PIPELINED
         for (int i = 0; i < EMIT_ITERS; i++) {
             COUNT_CYCLE
             OUT_WORD word;

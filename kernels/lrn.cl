@@ -31,6 +31,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
 #if FIXED_COMPUTE
     ONCHIP_ARRAY(int, table_memory, TABLE_LEN)
 #endif
+    PIPELINED
     for (int i = 0; i < SETUP_ITERS; i++) {
         COUNT_CYCLE
 #if FIXED_COMPUTE
@@ -50,8 +51,10 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
             }
         }
     }
+    PIPELINED
     for (uint n = 0; n < n_images; n++) {
         int read_word = 0, read_buffer = 0, write_word = 0, write_buffer = 0;
+        PIPELINED
         for (int i = 0; i < IMAGE_ITERS; i++) {
             COUNT_CYCLE
             if (i >= WPP) {   /* write: word write_word of the previous pixel */

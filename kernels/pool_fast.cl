@@ -1,8 +1,9 @@
 /* Pooling for CPUs and GPUs (the "fast" variant, not an FPGA design): an NDRange kernel, one
  * work-item per output pixel, on the same stream layout (N, H, W, CP) in global memory.  Same
- * arithmetic and border rules as pool.cl (so the same results, bit for bit): windows clipped to the
- * real input, AVE divided by the window clipped to the padded input.  pool.cl is one work-item
- * for the whole blob, which leaves every core but one idle.
+ * arithmetic and border rules as the FPGA pooling stage in window.cl (so the same results, bit for
+ * bit): windows clipped to the real input, summed column by column (the order window.cl adds in),
+ * AVE divided by the window clipped to the padded input.  window.cl is one work-item for the whole
+ * blob, which leaves every core but one idle.
  * Constants: H W CP CV, OH OW, KH KW SH SW PH PW, POOL_MAX (1 = MAX, 0 = AVE).
  */
 __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *restrict dst, const uint n_images)
@@ -21,8 +22,8 @@ __kernel void STAGE_KERNEL(__global const float *restrict src, __global float *r
 #else
         float8 acc = (float8)(0.0f);
 #endif
-        for (int y = y0; y < y1; y++)
-            for (int x = x0; x < x1; x++) {
+        for (int x = x0; x < x1; x++)
+            for (int y = y0; y < y1; y++) {
                 const float8 v = vload8(cv, image + (y * W + x) * CP);
 #if POOL_MAX
                 acc = fmax(acc, v);

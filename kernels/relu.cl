@@ -13,7 +13,9 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS __global ulong *restrict stats, const ui
     STAGE_CURSORS
     ulong saturated = 0;
     CYCLE_COUNTER
+    PIPELINED
     for (uint n = 0; n < n_images; n++) {
+        PIPELINED
         for (int i = 0; i < IMAGE_ITERS; i++) {
             COUNT_CYCLE
             const IN_WORD in = READ_IN();

@@ -59,6 +59,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
 #if STAGE_CONV
     ONCHIP_ARRAY(W_ST, weight_memory, N_WEIGHTS)
     ONCHIP_ARRAY(BIAS_T, bias_memory, O)
+    PIPELINED
     for (int i = 0; i < LOAD_ITERS; i++) {
         COUNT_CYCLE
         UNROLL
@@ -73,6 +74,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
 #endif
 #if STAGE_LRN && FIXED_COMPUTE
     ONCHIP_ARRAY(int, table_memory, TABLE_LEN)
+    PIPELINED
     for (int i = 0; i < LOAD_ITERS; i++) {
         COUNT_CYCLE
         UNROLL
@@ -84,6 +86,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
     }
 #endif
 
+    PIPELINED
     for (uint n = 0; n < n_images; n++) {
         /* reading: the next input word goes to row rows_read, pixel read_x, word read_word */
         int rows_read = 0, read_x = 0, read_word = 0, read_slot = 0;
@@ -108,6 +111,7 @@ __kernel void STAGE_KERNEL(STAGE_PARAMS
 #endif
 #endif
 
+        PIPELINED
         for (int t = 0; t < IMAGE_ITERS; t++) {
             COUNT_CYCLE
 #if STAGE_CONV

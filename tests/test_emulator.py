@@ -22,15 +22,14 @@ import pyopencl as cl
 import pytest
 
 from cnnfpga import codegen, reference
-from cnnfpga.design import channel_name, default_design
-from cnnfpga.design.stage import padded
+from cnnfpga.design import default_design
 from cnnfpga.fixed_reference import forward_fixed
 from cnnfpga.graph import load_graph
 from cnnfpga.placement import place
 from cnnfpga.precision import calibrate, calibration_statistics, resolve_precision
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
-from conftest import filler_graph, require_emulator, shared_path
+from conftest import deepen_channels, filler_graph, require_emulator, shared_path
 from data_sets import cifar_files, cifar_rgb, mnist_test
 from test_opencl_accuracy import cifar_inputs
 
@@ -66,15 +65,6 @@ def cifar():
     paths, labels = cifar_files(shared_path("data", "cifar10_test_jpg"))
     images = cifar_rgb(paths)
     return cifar_inputs(images), labels, cifar_inputs(images[::10, :, ::-1])
-
-
-def deepen_channels(design, images: int) -> None:
-    """Make every channel FIFO hold `images` whole images, so that no stage ever waits to write."""
-    for segment in design.plan.segments:
-        for producer, consumer in zip(segment.stages, segment.stages[1:]):
-            _, c, h, w = producer.out_shape
-            width = design.of(producer).width_out
-            design.channel_depths[channel_name(producer, consumer)] = images * h * w * padded(c, width) // width
 
 
 def predictions(net, x: np.ndarray) -> np.ndarray:

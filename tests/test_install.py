@@ -28,6 +28,6 @@ def test_installed_package_classifies_from_another_directory(tmp_path):
                                          capture_output=True, text=True, cwd=tmp_path, env=env).stdout
     assert "cat" in result.stdout  # the bundled trained CIFAR-10 net sees the bundled cat photo as a cat
     installed = target / "cnnfpga"
-    for name in ["kernels/channels.h", "kernels/conv.cl", "prototxt/nets.json", "prototxt/lenet.caffemodel",
+    for name in ["kernels/channels.h", "kernels/window.cl", "prototxt/nets.json", "prototxt/lenet.caffemodel",
                  "host/inner_product.py", "caffe/caffe.proto"]:
         assert (installed / name).is_file(), name

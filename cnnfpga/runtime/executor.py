@@ -30,6 +30,9 @@ SHARED_CORES_EFFICIENCY = 0.75
 WARM_UP_BATCHES, TIMED_BATCHES = 2, 3   # run alone by a stream before it decides how to share the cores
                                         # (PoCL's first runs of a size are up to twice as slow)
 STALL_SECONDS = 60.0    # per image: an FPGA segment none of whose stages finishes for this long has stalled
+# Intel's emulator runs a board's milliseconds in minutes where stages wait on narrow streams (a balanced
+# AlexNet: 540 s for one image on 2 cores), and a stage finishes only at the end of the batch
+EMULATOR_STALL_SECONDS = 1200.0
 POLL_SECONDS = 0.02
 
 
@@ -113,7 +116,8 @@ class DeviceNet:
     count_cycles: build with -D CNNFPGA_COUNT_CYCLES: every stage counts its loop iterations
                 (cycles(); for checking the cost model on a CPU, never in an aoc build)
     stall_seconds: on an FPGA platform, seconds per image after which a segment none of whose
-                stages finishes is reported as stalled (default STALL_SECONDS)
+                stages finishes is reported as stalled (default STALL_SECONDS on a board,
+                EMULATOR_STALL_SECONDS on Intel's emulator)
     inject:     {stage index: source text} added to that stage's code (to test build errors and stalls)
     host_threads: threads an inner product is split over in forward() (default: one per CPU);
                 forward_stream uses one, the device's threads have the other cores
@@ -169,7 +173,9 @@ class DeviceNet:
         self.codes = {code.stage.index: code for code in self.program_code.stages}
         self.stage_queues = ({stage.index: cl.CommandQueue(self.context, self.device, properties=profiling)
                               for stage in self.plan.stages} if self.fpga else {})
-        self.stall_seconds = STALL_SECONDS if stall_seconds is None else float(stall_seconds)
+        if stall_seconds is None:
+            stall_seconds = EMULATOR_STALL_SECONDS if is_emulator(self.device) else STALL_SECONDS
+        self.stall_seconds = float(stall_seconds)
         # fast variant: a float segment input goes to the device as it is and a kernel lays it out
         self.layout_kernel = self.program.cnnfpga_nchw_to_stream if variant == "fast" else None
         # per stage, two counters the kernels add to: values saturated (fp16 overflows) and, with
