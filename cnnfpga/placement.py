@@ -89,6 +89,17 @@ class Plan:
     def stages(self) -> list:
         return [stage for segment in self.segments for stage in segment.stages]
 
+    def written_blobs(self) -> list:
+        """The Caffe blob each segment writes, where no later in-place host layer rewrites it."""
+        return [self.blob_names[s.sink] for s in self.segments if self.final_keys[self.blob_names[s.sink]] == s.sink]
+
+    def host_fed_segments(self) -> list:
+        """Segments whose input a host layer wrote.  The host's float layers (an inner product's BLAS)
+        sum in another order than the golden model, so such a segment may see a value on the other
+        side of a rounding step: its outputs can differ from the golden model's by one step."""
+        host_outputs = {key for step in self.steps if isinstance(step, HostStep) for key in step.outputs}
+        return [s for s in self.segments if s.source in host_outputs]
+
     def describe(self, parallelism=None) -> str:
         """A table: each layer, where it runs, its precision, its output shape; with
         ``parallelism(stage) -> str`` (a design's) also how wide each stage is."""

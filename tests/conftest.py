@@ -112,3 +112,23 @@ def deepen_channels(design, images: int) -> None:
             _, c, h, w = producer.out_shape
             width = design.of(producer).width_out
             design.channel_depths[channel_name(producer, consumer)] = images * h * w * padded(c, width) // width
+
+
+def assert_bit_exact(net, got: dict, golden) -> None:
+    """A fixed-point DeviceNet's outputs against the fixed-point golden model: every blob a device
+    segment wrote bit-exact, and every stage's saturation count equal -- except in segments fed by a
+    host layer, whose float BLAS sums in another order than the golden model (Plan.host_fed_segments):
+    their blobs may differ by one step of their format, and their saturation counts are not compared."""
+    import numpy as np
+    plan = net.plan
+    host_fed = plan.host_fed_segments()
+    fed = {plan.blob_names[s.sink]: s for s in host_fed}
+    for blob in plan.written_blobs():
+        if blob in fed:
+            step = 2.0 ** -fed[blob].stages[-1].precision.outputs.frac_bits
+            np.testing.assert_allclose(got[blob], golden.blobs[blob], rtol=0, atol=step, err_msg=blob)
+        else:
+            np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    counts = net.saturation()
+    checked = [stage.name for segment in plan.segments if segment not in host_fed for stage in segment.stages]
+    assert {name: counts[name] for name in checked} == {name: golden.saturation[name] for name in checked}

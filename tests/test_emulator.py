@@ -29,7 +29,7 @@ from cnnfpga.placement import place
 from cnnfpga.precision import calibrate, calibration_statistics, resolve_precision
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
-from conftest import deepen_channels, filler_graph, require_emulator, shared_path
+from conftest import assert_bit_exact, deepen_channels, filler_graph, require_emulator, shared_path
 from data_sets import cifar_files, cifar_rgb, mnist_test
 from test_opencl_accuracy import cifar_inputs
 
@@ -121,11 +121,6 @@ def filler_net(name: str) -> tuple:
     return graph, x, calibrate(graph, x)
 
 
-def segment_blobs(plan) -> list:
-    """Every blob a device segment writes that no in-place host layer rewrites later."""
-    return [plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink]
-
-
 def relative_error(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
@@ -147,14 +142,12 @@ def test_filler_net_matches_the_golden_model(name, precision):
     net = DeviceNet(graph, precision=precision, calibration=stats if precision == "fixed16" else None,
                     parallelism=parallelism, device=device)
     got = net.forward(x)
-    blobs = segment_blobs(net.plan)
+    blobs = net.plan.written_blobs()
     if precision == "fixed16":
         golden = forward_fixed(graph, x, resolve_precision(graph, precision, stats))
-        for blob in blobs:
-            np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+        assert_bit_exact(net, got, golden)
         for blob in graph.outputs:   # host layers after the device: BLAS order only
             np.testing.assert_allclose(got[blob], golden.blobs[blob], rtol=1e-4, atol=1e-6)
-        assert net.saturation() == {stage: golden.saturation[stage] for stage in net.saturation()}
         return
     want = reference.forward(graph, x)
     error = max(relative_error(got[blob], want[blob]) for blob in blobs + list(graph.outputs))

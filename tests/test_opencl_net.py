@@ -11,7 +11,7 @@ from cnnfpga.precision import Fixed, calibrate, resolve_precision
 from cnnfpga.placement import Segment
 from cnnfpga.runtime import DeviceNet, half_error_bound, select_device
 
-from conftest import filler_graph, shared_path
+from conftest import assert_bit_exact, filler_graph, shared_path
 
 NETS = {  # name: (folder, prototxt, slow)
     "lenet": ("lenet", "lenet.prototxt", False),
@@ -81,9 +81,7 @@ def test_vgg16_fixed16_bit_exact_and_half_within_bound(vgg16_published):
     graph = filler_graph(vgg16_published, input_shapes={"data": (1, 3, 224, 224)})
     x = random_inputs(graph)
     net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))
-    for blob in segment_outputs(net):
-        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
-    assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
+    assert_bit_exact(net, got, golden)
     half, error = check_net(graph, precision="half")
     assert 0 < error < half_error_bound(half.plan)
 
@@ -229,11 +227,6 @@ def test_net_half_within_the_documented_bound(name):
     assert 0 < error < bound, f"{name}: half error {error}, bound {bound}"
 
 
-def segment_outputs(net) -> list:
-    plan = net.plan
-    return [plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink]
-
-
 def check_fixed(graph, setting, x, stats=None):
     """Device vs the fixed-point golden model: every blob a segment wrote, and the saturation counts."""
     net = DeviceNet(graph, precision=setting, calibration=stats)
@@ -251,11 +244,9 @@ def test_net_fixed_is_bit_exact_with_the_golden_model(name, setting):
     x = random_inputs(graph)
     stats = calibrate(graph, x)
     net, got, golden = check_fixed(graph, setting, x, stats)
-    for blob in segment_outputs(net):
-        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    assert_bit_exact(net, got, golden)
     for blob in graph.outputs:   # host layers after the device: BLAS order only
         np.testing.assert_allclose(got[blob], golden.blobs[blob], rtol=1e-4, atol=1e-6)
-    assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
 
 
 def test_trained_lenet_fixed8_saturates_and_counts_like_the_golden_model():
@@ -357,9 +348,7 @@ def test_branching_and_imagenet_nets_fixed16_bit_exact_and_half_within_bound(nam
     graph = graph.reshape({name: (1,) + tuple(shape[1:]) for name, shape in graph.inputs.items()})
     x = random_inputs(graph)
     net, got, golden = check_fixed(graph, "fixed16", x, calibrate(graph, x))
-    for blob in segment_outputs(net):
-        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
-    assert net.saturation() == {n: golden.saturation[n] for n in net.saturation()}
+    assert_bit_exact(net, got, golden)
     half, error = check_net(graph, precision="half")
     assert 0 < error < half_error_bound(half.plan), f"{name}: half error {error}"
 

@@ -24,7 +24,7 @@ from cnnfpga.precision import (Fixed, FixedAuto, Float, Half, LayerPrecision, ca
 from cnnfpga.reference import forward
 from cnnfpga.runtime import DeviceNet
 
-from conftest import filler_graph, shared_path
+from conftest import assert_bit_exact, filler_graph, shared_path
 
 RNG = np.random.default_rng(1234)
 
@@ -632,9 +632,6 @@ def test_resnet50_fixed16_on_the_device_is_bit_exact_with_the_golden_model():
     assert all(plan.precisions[name] == fmt for name, fmt in resolved.items())
     got = net.forward(data)
     golden = forward_fixed(plan.graph, data, plan.precisions)
-    written = {plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink}
-    assert len(written) > 30      # every residual branch and sum goes through DDR
-    for blob in written:
-        np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)
+    assert len(plan.written_blobs()) > 30      # every residual branch and sum goes through DDR
+    assert_bit_exact(net, got, golden)
     np.testing.assert_allclose(got["prob"], golden.blobs["prob"], rtol=1e-4, atol=1e-7)   # host FC: BLAS order
-    assert net.saturation() == {name: golden.saturation[name] for name in net.saturation()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixed_reference import forward_fixed
-from ..placement import HostStep
 from ..precision import Fixed, Float, Half
 from ..reference import forward
 
@@ -20,12 +19,9 @@ def verify(graph, design, device=None, seed: int = 0) -> dict:
     net = DeviceNet(graph, design=design, device=device, count_cycles=True)
     got = net.forward(x)
     plan = net.plan
-    written = [plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink]
-    # a segment fed by the host's float layers (an inner product: BLAS sums in another order than the
-    # golden model) may see a value on the other side of a rounding step: one step is allowed there
-    after_host = {plan.blob_names[s.sink] for s in plan.segments
-                  if s.source in {key for step in plan.steps if isinstance(step, HostStep) for key in step.outputs}}
-    after_host &= set(written)
+    written = plan.written_blobs()
+    host_fed = plan.host_fed_segments()
+    after_host = {plan.blob_names[s.sink] for s in host_fed} & set(written)
     formats = {stage.precision.inputs.__class__ for stage in plan.stages} | \
               {stage.precision.outputs.__class__ for stage in plan.stages}
     golden = forward_fixed(plan.graph, x, plan.precisions)
@@ -35,7 +31,7 @@ def verify(graph, design, device=None, seed: int = 0) -> dict:
             steps = {plan.blob_names[s.sink]: 2.0 ** -s.stages[-1].precision.outputs.frac_bits for s in plan.segments}
             exact = [b for b, e in zip(written, errors) if b not in after_host and e > 0]
             near = [b for b, e in zip(written, errors) if b in after_host and e > steps[b]]
-            checked = [s.name for s in plan.stages if s.name not in {b for b in after_host}]
+            checked = [stage.name for s in plan.segments if s not in host_fed for stage in s.stages]
             saturation_equal = all(net.saturation()[n] == golden.saturation.get(n, 0) for n in checked)
             ok = not exact and not near and saturation_equal
             outputs = (f"bit-exact with the fixed-point golden model ({len(written) - len(after_host)} blob(s); "
