@@ -259,7 +259,7 @@ def fast_stage(code: StageCode) -> tuple:
         return constants, kernel_text("conv_fast.cl")
     constants = fast.stage_constants(stage)
     if code.per_pixel:
-        constants["LRN_INV_POW"] = fast.inverse_power(stage.spec.beta)
+        constants["LRN_INV_POW"] = inverse_power(stage.spec.beta)
         return constants, kernel_text("lrn_fast.cl")
     return constants, kernel_text("pool_fast.cl")
 

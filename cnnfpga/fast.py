@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .csource import Function, c_float, inverse_power
+from .csource import Function, c_float
 from .placement import Stage
 from .precision import Float
 

@@ -14,10 +14,11 @@ from cnnfpga.design import channel_depth, default_design
 from cnnfpga.design.balance import balance
 from cnnfpga.design.boards import load_board
 from cnnfpga.design.cost import array_cost, memory_cost, multiplier_cost
-from cnnfpga.design.model import evaluate
+from cnnfpga.design.model import evaluate, first_input_cycles
 from cnnfpga.design.stage import OnChip, Schedule
 from cnnfpga.design.window import WindowGeometry, window_schedule
 from cnnfpga.errors import DesignError
+from cnnfpga.precision import storage_bits
 from cnnfpga.placement import place
 
 from conftest import deepen_channels, filler_graph, require_emulator, shared_path
@@ -128,6 +129,16 @@ def test_alexnet_balanced_for_arria10_fits_and_is_deterministic(alexnet):
     assert all(cost.schedule.image_iters > 0.8 * slowest for cost in evaluation.stages if cost.stage.kind == "conv")
     again = balance(plan, A10, batch=1, objective="latency")
     assert {i: d for i, d in again.stages.items()} == design.stages
+    # weight loads by need: together within the DDR bandwidth, conv1 (needed at once) the widest, and
+    # every later stage's load over before its producer writes its first word, so it delays nothing
+    bytes_per_cycle = A10.ddr_gbs * 1e9 / (A10.fmax_mhz * 1e6)
+    loading = [s for s in plan.stages if design.schedule(s).launch_iters]
+    value_bytes = {s.index: storage_bits(s.precision.weights) / 8 if s.kind == "conv" else 4 for s in loading}
+    assert sum(design.of(s).load_width * value_bytes[s.index] for s in loading) <= bytes_per_cycle
+    conv1 = plan.stages[0]
+    assert design.of(conv1).load_width == max(design.of(s).load_width for s in loading)
+    first_input = first_input_cycles(design, plan.segments[0])
+    assert all(design.schedule(s).launch_iters <= first_input[s.index] for s in loading if s is not conv1)
 
 
 @pytest.mark.parametrize("board,binding", [("stratix10_gx2800", "dsp"), ("stratixv_gxa7", None)])

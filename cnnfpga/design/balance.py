@@ -18,8 +18,11 @@ The search is greedy and deterministic (fpgaConvNet's rule-based optimiser in sp
    slowest stage's cycles, and go on speeding up with what that freed, while that helps.
 3. Latency objective: then, while it helps, apply the change to any stage that shortens the batch's
    latency most (by at least 0.5%) and fits (making the last layers faster shortens the tail).
-The DDR bandwidth for loading weights and tables is shared among the stages that load, in
-proportion to what they load, so that they all finish together.
+4. Loads: while searching, the DDR bandwidth for loading weights and tables at a launch is shared
+   among the stages that load, in proportion to what they load, so that they all finish together.
+   Finally a stage whose first input comes later than the launch gets only the share that loads its
+   weights by then (with_loads_by_need), and the first stages take the rest: the first image is not
+   held up by weights the last stages need only much later.
 """
 from __future__ import annotations
 
@@ -29,14 +32,16 @@ from ..errors import DesignError
 from ..precision import storage_bits
 from . import Design, channel_depth, conv, kind, size_channels
 from .cost import memory_cost
-from .model import RESOURCES, evaluate, segment_port_logic
-from .stage import StageDesign, divisors, padded
+from .model import RESOURCES, evaluate, first_input_cycles, segment_port_logic
+from .stage import Resources, StageDesign, divisors, padded
 
 OBJECTIVES = ("latency", "throughput")
 PARALLELISM_STEPS = 4      # larger parallelism products tried for each kernel positions per step
 LATENCY_MOVES = 40         # changes the latency pass may make at most
 LATENCY_GAIN = 0.005       # the least share of the latency a change in the latency pass must save
 MINOR_SEGMENT = 0.01       # a segment under this share of an image's cycles is left as it is
+LOAD_SLACK = 0.8          # a later stage's weights are loaded by this share of the time to its first input
+MAX_LOAD_WIDTH = 64       # values a load port takes per cycle at most (1024 bits of 16-bit weights)
 START_PRODUCT = 16         # multiplies per step a convolution starts with: its weight memory's words are then
                            # wide enough to fill RAM blocks (one value per word would waste most of each)
 
@@ -210,7 +215,18 @@ class Search:
         return True
 
     def with_load_widths(self, stages: dict) -> dict:
-        """Share the DDR bandwidth among the stages that load weights or tables, by their size."""
+        """Share the DDR bandwidth among the stages that load weights or tables, by their size: they
+        all finish together."""
+        loads = self.loads()
+        total_bytes = sum(values * size for values, size in loads.values())
+        stages = dict(stages)
+        for index, (values, size) in loads.items():
+            share = self.ddr_bytes_per_cycle * values * size / total_bytes
+            stages[index] = replace(stages[index], load_width=max(1, int(share / size)))
+        return stages
+
+    def loads(self) -> dict:
+        """{stage index: (values it loads at a launch, bytes per value)}"""
         loads = {}
         for stage in self.plan.stages:
             if stage.kind == "conv":
@@ -218,13 +234,39 @@ class Search:
                 loads[stage.index] = (cs.o * cs.cg * cs.positions, storage_bits(stage.precision.weights) // 8)
             elif stage.kind == "lrn" and kind(stage).table_length(stage):
                 loads[stage.index] = (kind(stage).table_length(stage), 4)
-        total_bytes = sum(values * size for values, size in loads.values())
-        bytes_per_cycle = self.board.ddr_gbs * 1e9 / (self.fmax * 1e6)
-        stages = dict(stages)
+        return loads
+
+    @property
+    def ddr_bytes_per_cycle(self) -> float:
+        return self.board.ddr_gbs * 1e9 / (self.fmax * 1e6)
+
+    def with_loads_by_need(self, stages: dict) -> dict:
+        """Step 4, for the latency of a launch: a stage loads its weights before it reads, and a later
+        stage's first input comes long after the launch, so it needs only the share of the DDR bandwidth
+        that loads them by then (LOAD_SLACK earlier); the first stages of the segments, which need
+        theirs at once, share the rest by size.  Kept where the needs fit in the bandwidth and no
+        stage streams its weights from DDR during the images (that stream needs its share all along)."""
+        if any(sd.weights == "ddr" for sd in stages.values()):
+            return stages
+        design = self.design(stages)
+        first_input = {}
+        for segment in self.plan.segments:
+            first_input.update(first_input_cycles(design, segment))
+        loads = self.loads()
+        widths, urgent = {}, {}
         for index, (values, size) in loads.items():
-            share = bytes_per_cycle * values * size / total_bytes
-            stages[index] = replace(stages[index], load_width=max(1, int(share / size)))
-        return stages
+            deadline = first_input.get(index, 0) * LOAD_SLACK
+            if deadline >= 1:
+                widths[index] = min(MAX_LOAD_WIDTH, max(1, -(-values // int(deadline))))
+            else:
+                urgent[index] = (values, size)
+        left = self.ddr_bytes_per_cycle - sum(widths[i] * loads[i][1] for i in widths)
+        urgent_bytes = sum(values * size for values, size in urgent.values())
+        for index, (values, size) in urgent.items():
+            widths[index] = min(MAX_LOAD_WIDTH, int(left * values * size / urgent_bytes / size)) if left > 0 else 0
+        if any(width < 1 for width in widths.values()):
+            return stages
+        return {index: replace(sd, load_width=widths.get(index, sd.load_width)) for index, sd in stages.items()}
 
     def objective_value(self, evaluation) -> float:
         if self.objective == "latency":
@@ -442,6 +484,7 @@ def balance(plan, board, batch: int = 1, objective: str = "latency", max_util: f
     stages = search.balance(search.fit_smallest())
     if objective == "latency":
         stages = search.shorten_latency(stages)
+    stages = search.with_loads_by_need(stages)
     design = search.design(stages)
     design.check()
     return design

@@ -157,11 +157,25 @@ def segment_port_logic(plan) -> int:
 def segment_cycles(design, segment, batch: int) -> int:
     """Cycles from a segment's launch to its last output word for `batch` images (see the module
     docstring for the model)."""
+    return run_segment(design, segment, batch)[0]
+
+
+def first_input_cycles(design, segment) -> dict:
+    """{stage index: the cycle at which its producer writes its first word} for every stage of a
+    segment but the first, were no weights loaded at the launch.  A stage loads its weights before it
+    reads, so loads done by then delay nothing (not even the producer, which could otherwise fill
+    the channel and wait)."""
+    return run_segment(design, segment, 1, loads=False)[1]
+
+
+def run_segment(design, segment, batch: int, loads: bool = True) -> tuple:
+    """(cycles to the last output word, {stage index: cycle its producer writes its first word})."""
     producer = None     # (phase end times, cumulative writes at each phase end) of the previous stage
     end = 0
+    first_inputs = {}
     for stage in segment.stages:
         schedule = design.schedule(stage)
-        t = schedule.launch_iters
+        t = schedule.launch_iters if loads else 0
         reads_done, ends, written = 0, [], []
         total_written = 0
         for _ in range(batch):
@@ -169,6 +183,7 @@ def segment_cycles(design, segment, batch: int) -> int:
                 finish = t + iters
                 if producer is not None and reads:
                     reads_done += reads
+                    first_inputs.setdefault(stage.index, time_written(producer, 1))
                     finish = max(finish, time_written(producer, reads_done) + iters - reads + 1)
                 t = finish
                 total_written += writes
@@ -176,7 +191,7 @@ def segment_cycles(design, segment, batch: int) -> int:
                 written.append(total_written)
         producer = (ends, written, schedule)
         end = t
-    return end
+    return end, first_inputs
 
 
 def time_written(producer, words: int) -> float:
