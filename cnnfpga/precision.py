@@ -156,7 +156,8 @@ def storage_dtype(fmt) -> np.dtype:
 
 VALID_FORMS = ('"float", "half", "fixedN" (N in 2..32, fractional bits chosen per layer), '
                '"fixedN.F" (F fractional bits, may be negative: "fixed16.-2"), a mapping '
-               '{"layer": form, "*": default form}, or the path of a JSON file holding such a mapping')
+               '{"layer": form, "*": default form} (or that mapping as JSON text), or the path of a JSON file '
+               'holding such a mapping')
 
 _FIXED_RE = re.compile(r"fixed(\d+)(?:\.(-?\d+))?")
 
@@ -196,12 +197,14 @@ def parse_precision(setting, layer_names) -> dict[str, LayerSetting]:
     """A precision setting -> {layer name: LayerSetting} for every name in ``layer_names``.
 
     ``setting`` is a format name applied to every layer, a mapping {layer: name} where the key "*"
-    gives the default (layers matched by neither key are float), or the path of a JSON file holding
-    such a mapping.  Errors name the file and the key.
+    gives the default (layers matched by neither key are float), that mapping as JSON text (from a
+    command line), or the path of a JSON file holding it.  Errors name the file and the key.
     """
     names = list(layer_names)
     source = ""
-    if isinstance(setting, (str, os.PathLike)) and _looks_like_path(setting):
+    if isinstance(setting, str) and setting.lstrip().startswith("{"):   # a mapping written on a command line
+        source, setting = "precision", _json_mapping(setting, "precision")
+    elif isinstance(setting, (str, os.PathLike)) and _looks_like_path(setting):
         source, setting = _load_json_mapping(Path(setting))
     if isinstance(setting, str):
         one = parse_format(setting)
@@ -230,14 +233,18 @@ def _load_json_mapping(path: Path):
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise PrecisionError(f"{path}: cannot read precision file: {err.strerror or err}") from None
+    return str(path), _json_mapping(text, str(path))
+
+
+def _json_mapping(text: str, source: str) -> dict:
     try:
         mapping = json.loads(text)
     except json.JSONDecodeError as err:
-        raise PrecisionError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        raise PrecisionError(f"{source}:{err.lineno}: not valid JSON: {err.msg}") from None
     if not isinstance(mapping, dict):
-        raise PrecisionError(f"{path}: a precision file must hold a JSON object "
+        raise PrecisionError(f"{source}: a precision mapping must be a JSON object "
                              f'{{"layer": "fixed16", "*": "float"}}, got {type(mapping).__name__}')
-    return str(path), mapping
+    return mapping
 
 
 # ------------------------------------------------------------------------------------ quantisation

@@ -84,6 +84,15 @@ def test_parse_mapping_with_default_and_unnamed_layers_float():
         parse_precision({"conv1": "fixed99"}, ["conv1"])
 
 
+def test_parse_json_text_from_a_command_line():
+    settings = parse_precision('{"conv1": "float", "*": "fixed16"}', ["conv1", "conv2"])
+    assert settings["conv1"].activations == Float() and settings["conv2"].activations == FixedAuto(16)
+    with pytest.raises(PrecisionError, match="precision:1: not valid JSON"):
+        parse_precision('{"conv1": float}', ["conv1"])
+    with pytest.raises(PrecisionError, match="precision: precision given for 'conv9'"):
+        parse_precision('{"conv9": "half"}', ["conv1"])
+
+
 def test_parse_json_file_errors_name_file_and_key(tmp_path):
     good = tmp_path / "p.json"
     good.write_text(json.dumps({"conv1": "fixed16.6", "*": "half"}))
