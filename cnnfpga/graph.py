@@ -154,7 +154,14 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
     graph_inputs = dict(inputs)
     layers = []
     consumed = set()
+    producers = {name: "the net's inputs" for name in inputs}   # blob -> what wrote it first
+    layer_at = {}                                               # layer name -> where it is defined
     for param, where in entries:
+        if param.name in layer_at:
+            # weights, precision and parallelism are all keyed by layer name
+            raise NetDefinitionError(f"{where}: a second layer named '{param.name}' (the first is at "
+                                     f"{layer_at[param.name]}); layer names must be unique")
+        layer_at[param.name] = where
         if param.type not in REGISTRY:
             raise NetDefinitionError(f"{where}: unknown layer type '{param.type}'; supported types: "
                                      f"{', '.join(sorted(REGISTRY))}")
@@ -180,18 +187,30 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
         if len(out_shapes) != len(param.top):
             raise NetDefinitionError(f"{where}: {param.type} produces {len(out_shapes)} top(s), "
                                      f"the prototxt names {len(param.top)}")
+        for top in param.top:
+            # Caffe refuses a top "produced by multiple sources"; an Input layer may restate an input
+            # that input_shapes= gave
+            redeclared_input = param.type == "Input" and top in inputs
+            if top in producers and top not in param.bottom and not redeclared_input:
+                raise NetDefinitionError(f"{where}: top '{top}' is already produced by {producers[top]}; a layer "
+                                         f"may write an existing blob only in place (as its own bottom)")
+            producers.setdefault(top, f"layer '{param.name}'")
         consumed.update(param.bottom)
         shapes.update(zip(param.top, out_shapes))
         layer_blobs = blobs.get(param.name, []) if blobs else []
         layers.append(Layer(param.name, param.type, list(param.bottom), list(param.top), param, spec,
                             in_shapes, out_shapes, where, layer_blobs))
     # outputs: tops that no later layer reads (an in-place layer's top is read by nobody after it)
-    outputs = []
+    last_reader = {}   # blob -> index of the last layer reading it (one pass: deep nets load in linear time)
+    for i, layer in enumerate(layers):
+        for bottom in layer.bottoms:
+            last_reader[bottom] = i
+    outputs, seen = [], set()
     for i, layer in enumerate(layers):
         for top in layer.tops:
-            later_readers = [l for l in layers[i + 1:] if top in l.bottoms]
-            if not later_readers and top not in outputs and layer.type != "Input":
+            if last_reader.get(top, -1) <= i and top not in seen and layer.type != "Input":
                 outputs.append(top)
+                seen.add(top)
     return Graph(name, path, graph_inputs, layers, shapes, outputs, weights_path)
 
 

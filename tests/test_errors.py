@@ -86,6 +86,29 @@ def test_bottom_that_no_layer_produces(tmp_path, lenet_text):
     assert f"net.prototxt:{layer_line(broken, 'conv2')} (layer 'conv2')" in message and "'pool9'" in message
 
 
+def test_two_layers_of_one_name(tmp_path, lenet_text):
+    broken = lenet_text.replace('name: "pool2"', 'name: "pool1"', 1)
+    message = raises_from_both(NetDefinitionError, write(tmp_path, broken))
+    assert "a second layer named 'pool1'" in message and "must be unique" in message
+    assert f"net.prototxt:{layer_line(lenet_text, 'pool1')}" in message   # where the first one is
+
+
+def test_a_top_written_by_two_layers_not_in_place(tmp_path, lenet_text):
+    """Caffe refuses it ("produced by multiple sources"); in place (top == bottom) is fine."""
+    broken = lenet_text.replace('top: "pool2"', 'top: "pool1"', 1)
+    message = raises_from_both(NetDefinitionError, write(tmp_path, broken))
+    assert "(layer 'pool2')" in message and "top 'pool1' is already produced by layer 'pool1'" in message
+
+
+def test_a_deep_net_loads_in_linear_time(tmp_path):
+    """20,000 in-place ReLUs: finding the outputs used to scan every later layer for every top."""
+    layers = "".join(f'layer {{ name: "relu{i}" type: "ReLU" bottom: "data" top: "data" }}\n' for i in range(20000))
+    path = write(tmp_path, 'input: "data"\ninput_shape { dim: 1 dim: 2 dim: 3 dim: 3 }\n' + layers)
+    start = time.perf_counter()
+    graph = load_graph(str(path), fill=False)
+    assert time.perf_counter() - start < 5 and graph.outputs == ["data"] and len(graph.layers) == 20000
+
+
 @pytest.mark.parametrize("old, new, layer, what", [
     ("stride: 1", "stride: 0", "conv1", "stride"),
     ("kernel_size: 5", "kernel_size: 0", "conv1", "kernel"),
