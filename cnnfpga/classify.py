@@ -5,6 +5,7 @@ brings its trained weights and its preprocessing (channel order, scale, mean, la
 """
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -20,6 +21,20 @@ from .io import Transformer, load_image
 from .net import Net
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m cnnfpga.classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,22 +43,29 @@ def parse_args(argv):
     parser.add_argument("--weights", help="caffemodel (default: the bundled weights of a bundled net, else fillers)")
     parser.add_argument("--backend", default="reference", choices=["reference", "opencl"])
     parser.add_argument("--device", help="OpenCL platform/device name or P:D index (or set CNNFPGA_DEVICE)")
-    parser.add_argument("--precision", default="float", help="float, half, fixed16, fixed8, ... or a JSON file")
+    parser.add_argument("--precision", help="float, half, fixed16, fixed8, ..., a JSON mapping or file "
+                                            "(--backend opencl; default float)")
     parser.add_argument("--mean", help="mean: a .binaryproto/.npy file or comma-separated per-channel values")
     parser.add_argument("--channel-order", choices=["RGB", "BGR"], help="channel order the net expects")
-    parser.add_argument("--raw-scale", type=float, help="multiply [0,1] pixels by this (255 for Caffe nets)")
-    parser.add_argument("--input-scale", type=float, help="multiply after mean subtraction")
+    parser.add_argument("--raw-scale", type=finite_float, help="multiply [0,1] pixels by this (255 for Caffe nets)")
+    parser.add_argument("--input-scale", type=finite_float, help="multiply after mean subtraction")
     parser.add_argument("--labels", help="text file, one label per line (ImageNet synset_words.txt works)")
-    parser.add_argument("--top", type=int, default=5, help="how many classes to print")
+    parser.add_argument("--top", type=positive_int, default=5, help="how many classes to print")
     return parser.parse_args(argv)
 
 
 def read_labels(args, info) -> list:
     if args.labels:
-        if not os.path.exists(args.labels):
-            raise InputError(f"{args.labels}: no such labels file")
-        with open(args.labels, encoding="utf-8") as handle:
-            return [line.strip() for line in handle if line.strip()]
+        if not os.path.isfile(args.labels):
+            raise InputError(f"{args.labels}: no such labels file" if not os.path.exists(args.labels)
+                             else f"{args.labels}: not a regular file (a labels file has one label per line)")
+        try:
+            with open(args.labels, encoding="utf-8") as handle:
+                return [line.strip() for line in handle if line.strip()]
+        except UnicodeDecodeError:
+            raise InputError(f"{args.labels}: not a text file (UTF-8, one label per line)") from None
+        except OSError as error:
+            raise InputError(f"{args.labels}: cannot read the labels file: {error.strerror or error}") from None
     labels = info.get("labels")
     if labels == "cifar10":
         return CIFAR10_LABELS
@@ -64,9 +86,13 @@ def make_transformer(net, args, info) -> Transformer:
             transformer.set_mean(name, load_mean(args.mean))
         else:
             try:
-                transformer.set_mean(name, [float(v) for v in args.mean.split(",")])
+                values = [float(v) for v in args.mean.split(",")]
             except ValueError:
-                raise InputError(f"--mean {args.mean}: expected a .binaryproto/.npy file or numbers like 104,117,123") from None
+                values = None
+            if values is None or not all(math.isfinite(v) for v in values):
+                raise InputError(f"--mean {args.mean}: expected a .binaryproto/.npy file or finite numbers like "
+                                 f"104,117,123")
+            transformer.set_mean(name, values)
     elif "mean" in info:
         transformer.set_mean(name, info["mean"])
     input_scale = args.input_scale if args.input_scale is not None else info.get("input_scale")
@@ -79,8 +105,18 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     progress = logging.StreamHandler(sys.stderr)  # our progress lines only, not other libraries' logs
     progress.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("cnnfpga").addHandler(progress)
-    logging.getLogger("cnnfpga").setLevel(logging.INFO)
+    logger = logging.getLogger("cnnfpga")
+    logger.addHandler(progress)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        return classify(args)
+    finally:   # main() may be called again in this process, with another stderr
+        logger.removeHandler(progress)
+        logger.setLevel(level)
+
+
+def classify(args) -> int:
     try:
         net_path = bundled.resolve(args.net)
         info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
@@ -88,7 +124,9 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", UserWarning)
-            net = Net(net_path, weights, backend=args.backend, device=args.device, precision=args.precision)
+            options = {"device": args.device, "precision": args.precision}
+            net = Net(net_path, weights, backend=args.backend,
+                      **{key: value for key, value in options.items() if value is not None})
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         name = net.inputs[0]
@@ -102,13 +140,16 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         output = net.forward(**{name: batch})[net.outputs[-1]]
         elapsed = time.perf_counter() - start
+        labels = read_labels(args, info)
     except CnnfpgaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    labels = read_labels(args, info)
+    scores = output.reshape(len(images), -1)
+    if labels and len(labels) < scores.shape[1]:   # printed, not refused: the scores are still right
+        print(f"warning: {args.labels or 'the labels'} name {len(labels)} classes, the net scores {scores.shape[1]}; "
+              f"the others print as 'class N'", file=sys.stderr)
     if labels is None and info.get("labels") == "imagenet":
         print("note: pass --labels synset_words.txt to print ImageNet class names", file=sys.stderr)
-    scores = output.reshape(len(images), -1)
     for path, row in zip(args.images, scores):
         print(f"{path}:")
         for index in np.argsort(row)[::-1][:args.top]:

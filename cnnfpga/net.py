@@ -58,13 +58,23 @@ class Net:
 
     def __init__(self, net_file, weights=None, backend="reference", *, phase=TEST, seed=0, device=None,
                  precision="float", calibration=None, bitstream=None, prune_threshold=0.0, variant="fpga",
-                 parallelism=None, host_threads=None, design=None, stall_seconds=None):
+                 parallelism=None, host_threads=None, design=None, stall_seconds=None, count_cycles=False):
         if isinstance(backend, int):  # caffe.Net(proto, weights, caffe.TEST)
             backend, phase = "reference", backend
         if phase != TEST:
             raise CnnfpgaError("only the TEST phase (inference) is supported")
         if backend not in BACKENDS:
             raise CnnfpgaError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        if backend == "reference":
+            given = {"device": device, "calibration": calibration, "bitstream": bitstream, "parallelism": parallelism,
+                     "host_threads": host_threads, "design": design, "stall_seconds": stall_seconds}
+            given = [name for name, value in given.items() if value is not None]
+            given += [name for name, value, default in [("precision", precision, "float"), ("variant", variant, "fpga"),
+                                                        ("prune_threshold", prune_threshold, 0.0),
+                                                        ("count_cycles", count_cycles, False)] if value != default]
+            if given:   # the golden model is float32 on the CPU: nothing of these would change what it does
+                raise CnnfpgaError(f"{', '.join(given)} apply to backend='opencl'; the reference backend (the "
+                                   f"float32 golden model) takes none of them")
         from .bundled import resolve
         self.net_file = resolve(net_file)
         self.weights_file = resolve(weights) if weights else None
@@ -83,7 +93,7 @@ class Net:
         self.design_dir = design
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
-                                   calibration=calibration, stall_seconds=stall_seconds)
+                                   calibration=calibration, stall_seconds=stall_seconds, count_cycles=count_cycles)
         self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
                                   if layer.blobs)
         self._attach(self.graph)

@@ -268,3 +268,11 @@ def test_opencl_source_for_aoc_needs_no_device(monkeypatch):
     # conv1 pool1 relu1 conv2(+relu2) pool2 conv3(+relu3) pool3: one kernel per stage, ReLUs after convs fused
     assert source.count("__kernel") == 7
     assert "#pragma OPENCL EXTENSION cl_intel_channels" in source or "cl_intel_channels" in source
+
+
+def test_net_counts_cycles_when_asked():
+    """Net(count_cycles=True) reaches the executor: every device stage reports its loop iterations."""
+    net = cnnfpga.Net("lenet.prototxt", backend="opencl", count_cycles=True)
+    net.forward(data=np.zeros(net.blobs["data"].data.shape, np.float32))
+    cycles = net.executor.cycles()
+    assert set(cycles) == {stage.name for stage in net.executor.plan.stages} and all(c > 0 for c in cycles.values())

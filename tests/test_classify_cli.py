@@ -1,0 +1,64 @@
+"""The classify command answers bad options with one line and exit status 2 (argparse's for malformed
+options), never a traceback, and never quietly accepts what cannot give a meaningful answer."""
+from pathlib import Path
+
+import pytest
+
+import cnnfpga
+from cnnfpga.classify import main
+from cnnfpga.errors import CnnfpgaError
+
+CAT = str(Path(__file__).resolve().parents[1] / "prototxt" / "chelsea.png")
+NET = ["--net", "cifar10_quick.prototxt"]
+
+
+def run(capsys, *args):
+    try:
+        status = main([CAT, *NET, *args])
+    except SystemExit as exit:   # argparse
+        status = exit.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_the_bundled_cat_is_classified(capsys):
+    status, out, err = run(capsys, "--top", "2")
+    assert status == 0 and "cat" in out and len([l for l in out.splitlines() if l.startswith("  ")]) == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--top", "0"], "expected a whole number >= 1"),
+    (["--top", "-1"], "expected a whole number >= 1"),
+    (["--raw-scale", "nan"], "expected a finite number"),
+    (["--input-scale", "inf"], "expected a finite number"),
+    (["--mean", "nan,nan,nan"], "finite numbers like"),
+    (["--precision", "banana"], "apply to backend='opencl'"),
+    (["--device", "pocl"], "apply to backend='opencl'"),
+    (["--backend", "opencl", "--precision", "banana"], "unknown precision 'banana'"),
+])
+def test_bad_options_get_one_line(capsys, args, words):
+    status, out, err = run(capsys, *args)
+    assert status == 2 and words in err and "Traceback" not in err and out == ""
+
+
+def test_labels_that_cannot_be_read_get_one_line(capsys, tmp_path):
+    binary = tmp_path / "labels.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    for labels, words in [(tmp_path / "missing.txt", "no such labels file"), (tmp_path, "not a regular file"),
+                          (binary, "not a text file")]:
+        status, out, err = run(capsys, "--labels", str(labels))
+        assert status == 2 and words in err and "Traceback" not in err, (labels, err)
+
+
+def test_too_few_labels_are_a_warning_and_the_rest_print_by_number(capsys, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("airplane\nautomobile\n")
+    status, out, err = run(capsys, "--labels", str(labels), "--top", "10")
+    assert status == 0 and "name 2 classes, the net scores 10" in err and "class 3" in out
+
+
+def test_reference_net_refuses_device_options():
+    with pytest.raises(CnnfpgaError, match="precision, variant apply to backend='opencl'"):
+        cnnfpga.Net("lenet.prototxt", precision="fixed16", variant="fast")
+    with pytest.raises(CnnfpgaError, match="device apply to backend='opencl'"):
+        cnnfpga.Net("lenet.prototxt", device=5)
