@@ -75,6 +75,13 @@ class Net:
             if given:   # the golden model is float32 on the CPU: nothing of these would change what it does
                 raise CnnfpgaError(f"{', '.join(given)} apply to backend='opencl'; the reference backend (the "
                                    f"float32 golden model) takes none of them")
+        else:
+            from .codegen import VARIANTS
+            if variant not in VARIANTS:
+                raise CnnfpgaError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+            if device is not None and not isinstance(device, str):
+                raise CnnfpgaError(f"device= takes an OpenCL platform/device name (a part of it) or 'P:D' "
+                                   f"indices as a string, got {type(device).__name__} {device!r}")
         from .bundled import resolve
         self.net_file = resolve(net_file)
         self.weights_file = resolve(weights) if weights else None
@@ -182,6 +189,10 @@ class Net:
     def forward(self, blobs=None, **inputs) -> dict:
         """Run the net. Inputs come from keyword arguments (name=array) or from `net.blobs[name].data`.
         Returns {output name: array}; every blob is then readable in `net.blobs`."""
+        unknown = [b for b in (blobs or []) if b not in self.blobs]
+        if unknown:
+            raise InputError(f"{os.path.basename(self.net_file)}: forward(blobs=...) names {unknown[0]!r}, which is "
+                             f"not a blob of the net (blobs: {', '.join(self.blobs)})")
         for name, data in inputs.items():
             if name not in self.graph.inputs:
                 raise InputError(f"{os.path.basename(self.net_file)}: '{name}' is not an input of the net "

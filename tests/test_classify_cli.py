@@ -1,4 +1,4 @@
-"""The classify command answers bad options with one line and exit status 2 (argparse's for malformed
+"""The classify command and Net answer bad options with one line and exit status 2 (argparse's for malformed
 options), never a traceback, and never quietly accepts what cannot give a meaningful answer."""
 from pathlib import Path
 
@@ -62,3 +62,12 @@ def test_reference_net_refuses_device_options():
         cnnfpga.Net("lenet.prototxt", precision="fixed16", variant="fast")
     with pytest.raises(CnnfpgaError, match="device apply to backend='opencl'"):
         cnnfpga.Net("lenet.prototxt", device=5)
+
+
+def test_opencl_net_arguments_of_the_wrong_kind():
+    with pytest.raises(CnnfpgaError, match="unknown variant 'turbo'; choose one of fpga, fast"):
+        cnnfpga.Net("lenet.prototxt", backend="opencl", variant="turbo")
+    with pytest.raises(CnnfpgaError, match="device= takes .* got int 5"):
+        cnnfpga.Net("lenet.prototxt", backend="opencl", device=5)
+    with pytest.raises(CnnfpgaError, match="names 'nosuch', which is not a blob of the net"):
+        cnnfpga.Net("lenet.prototxt").forward(blobs=["nosuch"])
