@@ -1,5 +1,5 @@
 """The classify command and Net answer bad options with one line and exit status 2 (argparse's for malformed
-options), never a traceback, and never quietly accepts what cannot give a meaningful answer."""
+options), never a traceback, and never quietly accept what cannot give a meaningful answer."""
 from pathlib import Path
 
 import pytest
