@@ -153,7 +153,7 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
     shapes = dict(inputs)
     graph_inputs = dict(inputs)
     layers = []
-    consumed = set()
+    last_reader = {}   # blob -> index of the last layer reading it (so the outputs take one pass)
     producers = {name: "the net's inputs" for name in inputs}   # blob -> what wrote it first
     layer_at = {}                                               # layer name -> where it is defined
     for param, where in entries:
@@ -195,16 +195,12 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
                 raise NetDefinitionError(f"{where}: top '{top}' is already produced by {producers[top]}; a layer "
                                          f"may write an existing blob only in place (as its own bottom)")
             producers.setdefault(top, f"layer '{param.name}'")
-        consumed.update(param.bottom)
+        last_reader.update((bottom, len(layers)) for bottom in param.bottom)
         shapes.update(zip(param.top, out_shapes))
         layer_blobs = blobs.get(param.name, []) if blobs else []
         layers.append(Layer(param.name, param.type, list(param.bottom), list(param.top), param, spec,
                             in_shapes, out_shapes, where, layer_blobs))
     # outputs: tops that no later layer reads (an in-place layer's top is read by nobody after it)
-    last_reader = {}   # blob -> index of the last layer reading it (one pass: deep nets load in linear time)
-    for i, layer in enumerate(layers):
-        for bottom in layer.bottoms:
-            last_reader[bottom] = i
     outputs, seen = [], set()
     for i, layer in enumerate(layers):
         for top in layer.tops:

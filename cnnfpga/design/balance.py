@@ -217,12 +217,9 @@ class Search:
     def with_load_widths(self, stages: dict) -> dict:
         """Share the DDR bandwidth among the stages that load weights or tables, by their size: they
         all finish together."""
-        loads = self.loads()
-        total_bytes = sum(values * size for values, size in loads.values())
         stages = dict(stages)
-        for index, (values, size) in loads.items():
-            share = self.ddr_bytes_per_cycle * values * size / total_bytes
-            stages[index] = replace(stages[index], load_width=max(1, int(share / size)))
+        for index, width in widths_by_size(self.loads(), self.ddr_bytes_per_cycle).items():
+            stages[index] = replace(stages[index], load_width=max(1, width))
         return stages
 
     def loads(self) -> dict:
@@ -261,9 +258,10 @@ class Search:
             else:
                 urgent[index] = (values, size)
         left = self.ddr_bytes_per_cycle - sum(widths[i] * loads[i][1] for i in widths)
-        urgent_bytes = sum(values * size for values, size in urgent.values())
-        for index, (values, size) in urgent.items():
-            widths[index] = min(MAX_LOAD_WIDTH, int(left * values * size / urgent_bytes / size)) if left > 0 else 0
+        if urgent and left > 0:
+            widths.update({index: min(MAX_LOAD_WIDTH, width) for index, width in widths_by_size(urgent, left).items()})
+        elif urgent:
+            return stages
         if any(width < 1 for width in widths.values()):
             return stages
         return {index: replace(sd, load_width=widths.get(index, sd.load_width)) for index, sd in stages.items()}
@@ -456,6 +454,14 @@ class Search:
                 break
             best, _, stages = min(candidates, key=lambda c: (c[0], c[1]))
         return stages
+
+
+def widths_by_size(loads: dict, bytes_per_cycle: float) -> dict:
+    """{stage index: values per cycle} for `loads` ({index: (values, bytes per value)}) sharing
+    `bytes_per_cycle` in proportion to the bytes each loads, so that they all finish together (a width
+    may round down to 0)."""
+    total_bytes = sum(values * size for values, size in loads.values())
+    return {index: int(bytes_per_cycle * values * size / total_bytes / size) for index, (values, size) in loads.items()}
 
 
 def capacity(board, resource: str) -> int:
