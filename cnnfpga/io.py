@@ -1,4 +1,5 @@
 """Images in, net inputs out: `load_image` (Pillow) and a pycaffe-style `Transformer`."""
+import glob
 import os
 
 import numpy as np
@@ -15,6 +16,8 @@ def load_image(path: str, color: bool = True) -> np.ndarray:
     """
     if not os.path.exists(path):
         raise InputError(f"{path}: no such image file")
+    if not os.path.isfile(path):   # a folder, or a FIFO or device that would block the read forever
+        raise InputError(f"{path}: not a regular file")
     try:
         with Image.open(path) as image:
             image.load()
@@ -24,7 +27,9 @@ def load_image(path: str, color: bool = True) -> np.ndarray:
                 array = grey[..., None]
                 return np.repeat(array, 3, axis=2) if color else array
             converted = image.convert("RGB" if color else "L")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except Image.DecompressionBombError:   # Pillow's guard against a small file that decodes to gigabytes
+        raise InputError(f"{path}: image too large ({Image.MAX_IMAGE_PIXELS * 2} pixels at most)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputError(f"{path}: cannot read the image ({error})") from None
     array = np.asarray(converted, dtype=np.float32) / 255.0
     return array if color else array[..., None]
@@ -129,3 +134,49 @@ def centre_crop(mean: np.ndarray, size: tuple) -> np.ndarray:
         raise InputError(f"mean image {list(mean.shape)} is smaller than the input {height}x{width}")
     top, left = (mean.shape[1] - height) // 2, (mean.shape[2] - width) // 2
     return mean[:, top:top + height, left:left + width]
+
+
+# what a folder or glob contributes; a file named on its own is tried whatever its extension
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+
+
+def list_images(specs) -> tuple:
+    """(paths, problems) for image files, folders (searched recursively) and glob patterns.
+
+    Paths come in the order given, each folder's and glob's sorted, every path once. `problems` are
+    (spec, message) pairs for a spec that names nothing readable: a missing file, a folder or glob
+    without images.
+    """
+    paths, problems, seen = [], [], set()
+
+    def add(path):
+        if path not in seen:
+            seen.add(path)
+            paths.append(path)
+
+    def images_in(folder):
+        found = []
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            found += [os.path.join(root, name) for name in sorted(files) if name.lower().endswith(IMAGE_EXTENSIONS)]
+        return found
+
+    for spec in specs:
+        spec = os.fspath(spec)
+        if os.path.isdir(spec):
+            found = images_in(spec)
+            what = "folder"
+        elif glob.has_magic(spec) and not os.path.exists(spec):
+            found = []
+            for match in sorted(glob.glob(spec, recursive=True)):
+                found += images_in(match) if os.path.isdir(match) else [match]
+            found = [path for path in found if path.lower().endswith(IMAGE_EXTENSIONS)]
+            what = "pattern"
+        else:   # a file named on its own: load_image says what is wrong with it, if anything
+            add(spec)
+            continue
+        if not found:
+            problems.append((spec, f"{spec}: {what} with no images ({', '.join(IMAGE_EXTENSIONS)})"))
+        for path in found:
+            add(path)
+    return paths, problems

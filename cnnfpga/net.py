@@ -130,8 +130,6 @@ class Net:
         """The OpenCL executor, built on first use (kernel compilation can take a while)."""
         if self._executor is None and self.backend == "opencl":
             from .runtime import DeviceNet
-            log.info("%s: building the OpenCL program (first build of a design can take a minute; it is cached)",
-                     os.path.basename(self.net_file))
             start = time.perf_counter()
             options = dict(self.device_options)
             if self.design_dir is not None:

@@ -497,16 +497,15 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
     else:
         settings = parse_precision(setting, [layer.name for layer in device])
     stats = dict(stats or {})
-    defaulted: list[str] = []
+    defaulted: dict[str, Format] = {}
 
     def activation(kind, blob: str) -> Format:
         if not isinstance(kind, FixedAuto):
             return kind
         if blob in stats:
             return Fixed(kind.total_bits, frac_bits_for(stats[blob], kind.total_bits))
-        if blob not in defaulted:
-            defaulted.append(blob)
-        return Fixed(kind.total_bits, default_activation_frac(kind.total_bits))
+        defaulted[blob] = Fixed(kind.total_bits, default_activation_frac(kind.total_bits))
+        return defaulted[blob]
 
     # who reads each layer's output: in-place layers write a new version under the same name, so
     # a reader belongs to the latest writer of the name at the time it runs
@@ -559,8 +558,8 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
         written[i] = outputs
         resolved[layer.name] = LayerPrecision(weight_fmt, inputs, outputs)
     if defaulted:
+        chosen = ", ".join(f"{blob} {fmt}" for blob, fmt in defaulted.items())
         warnings.warn(f"{graph.path}: no calibration statistics for blob(s) {', '.join(defaulted)}; their fixed-point "
-                      f"formats use the default of half the bits fractional (fixed16 -> fixed16.8), which may "
-                      f"saturate -- calibrate (cnnfpga.precision.calibrate) for accurate results",
-                      UserWarning, stacklevel=2)
+                      f"formats take half their bits fractional ({chosen}), which may saturate -- calibrate "
+                      f"(--calibration IMAGES, or Net(calibration=...)) for accurate results", UserWarning, stacklevel=2)
     return resolved

@@ -18,6 +18,7 @@
 #define STAGE_FN_NAME(kernel, name) STAGE_FN_PASTE(kernel, name)
 #define STAGE_FN(name) STAGE_FN_NAME(STAGE_KERNEL, name)
 
+#undef ACCUMULATORS   /* the stage before may be of the other kind */
 #if FIXED_COMPUTE
 #define ACCUMULATORS(name) long name[CO]
 #else

@@ -70,18 +70,13 @@ def vgg16_with_pool_stride(text: str, stride: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def vgg16_published(tmp_path_factory) -> Path:
-    """VGG16 as the VGG team published it (2x2 pooling with stride 2, 7x7x512 into fc6).
+def vgg16_published() -> Path:
+    """VGG16 as the VGG team published it (2x2 pooling with stride 2, 7x7x512 into fc6): the bundled copy.
 
     The shared copy (from closerbibi/cnn4bvroi) pools with stride 1, which makes fc6 take 512*219*219
-    inputs (400 GB of weights); the tests refuse that net on purpose and run this one instead.
+    inputs (400 GB of weights); the tests refuse that net on purpose (test_graph.py).
     """
-    text = shared_path("models", "vgg16", "VGG_ILSVRC_16_layers_deploy.prototxt").read_text()
-    published = vgg16_with_pool_stride(text, 2)
-    assert published.count("stride: 2") == 5, "the shared VGG16 prototxt changed; update this fixture"
-    path = tmp_path_factory.mktemp("vgg16") / "VGG_ILSVRC_16_layers_deploy.prototxt"
-    path.write_text(published)
-    return path
+    return Path(__file__).resolve().parents[1] / "prototxt" / "vgg16.prototxt"
 
 
 EMULATOR = "FPGA Emulation"   # device= selector of Intel's FPGA emulator

@@ -50,11 +50,11 @@ def test_labels_that_cannot_be_read_get_one_line(capsys, tmp_path):
         assert status == 2 and words in err and "Traceback" not in err, (labels, err)
 
 
-def test_too_few_labels_are_a_warning_and_the_rest_print_by_number(capsys, tmp_path):
+def test_too_few_labels_are_refused(capsys, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("airplane\nautomobile\n")
     status, out, err = run(capsys, "--labels", str(labels), "--top", "10")
-    assert status == 0 and "name 2 classes, the net scores 10" in err and "class 3" in out
+    assert status == 2 and "names 2 classes, the net scores 10" in err and out == ""
 
 
 def test_reference_net_refuses_device_options():

@@ -9,7 +9,7 @@ import pytest
 from cnnfpga import NetDefinitionError, ResourceError
 from cnnfpga.graph import load_graph
 
-from conftest import filler_graph, shared_path
+from conftest import filler_graph, shared_path, vgg16_with_pool_stride
 
 # folder -> prototxt (every prototxt in shared/models except VGG16, which has tests of its own below)
 NETS = {
@@ -72,6 +72,12 @@ def test_vgg16_published_shapes_match_opencv(vgg16_published, filler_caffemodel)
     graph, weights = filler_caffemodel(vgg16_published)
     assert graph.shapes["pool5"] == (10, 512, 7, 7)
     assert_shapes_match_opencv(graph, vgg16_published, weights)
+
+
+def test_bundled_vgg16_is_the_shared_copy_with_the_published_pool_stride(vgg16_published):
+    stored = shared_path("models", "vgg16", VGG16_FILE).read_text()
+    assert vgg16_with_pool_stride(stored, 2) == vgg16_published.read_text() != stored
+    assert load_graph(str(vgg16_published), fill=False).layer("fc6").params == 512 * 7 * 7 * 4096 + 4096
 
 
 def test_vgg16_as_stored_is_refused_before_allocating():

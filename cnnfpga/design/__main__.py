@@ -18,7 +18,7 @@ import time
 import warnings
 
 from .. import bundled, codegen
-from ..errors import CnnfpgaError
+from ..cli import finite_float, module_main, positive_int
 from ..graph import load_graph
 from ..placement import HostStep, place
 from ..precision import load_calibration
@@ -31,9 +31,7 @@ from .store import save_design
 log = logging.getLogger("cnnfpga")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m cnnfpga.design", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser):
     parser.add_argument("--net", required=True, help="prototxt path, or a bundled net's name (alexnet.prototxt)")
     parser.add_argument("--weights", help="caffemodel (default: a bundled net's weights, else seeded fillers); "
                                           "fixed-point weight formats are sized from the weights")
@@ -43,20 +41,21 @@ def parse_args(argv):
                         help='float, half, fixed16, fixed8.4, ..., or a JSON file {"layer": form, "*": default}')
     parser.add_argument("--calibration", help="JSON file of {blob: max |x|} (cnnfpga.precision.save_calibration) "
                                               "choosing fixed-point fractional bits")
-    parser.add_argument("--batch", type=int, default=1, help="images per launch (default 1)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per launch (default 1)")
     parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES)
-    parser.add_argument("--max-util", type=float, default=0.85, help="cap on every resource (default 0.85)")
-    parser.add_argument("--fmax", type=float, help="clock in MHz (default: the board file's)")
+    parser.add_argument("--max-util", type=finite_float, default=0.85, help="cap on every resource (default 0.85)")
+    parser.add_argument("--fmax", type=positive_float, help="clock in MHz (default: the board file's)")
     parser.add_argument("--out", required=True, help="folder to write the design and its report to")
     parser.add_argument("--verify", action="store_true",
                         help="run the design on an OpenCL device and check outputs and cycles")
     parser.add_argument("--device", help="OpenCL device for --verify (name substring or P:D; default as Net's)")
-    args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error(f"--batch must be at least 1, got {args.batch}")
-    if args.fmax is not None and args.fmax <= 0:
-        parser.error(f"--fmax must be positive, got {args.fmax}")
-    return args
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def host_layer_times(plan, batch: int) -> dict:
@@ -111,22 +110,17 @@ def design_net(args) -> dict:
     return data
 
 
-def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    progress = logging.StreamHandler(sys.stderr)
-    progress.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(progress)
-    log.setLevel(logging.INFO)
-    try:
-        data = design_net(args)
-    except CnnfpgaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    data = design_net(args)
     print(report_text(data), end="")
     if "verified" in data and not (data["verified"]["ok"] and data["verified"]["cycles_equal"]):
         print("error: verification failed", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None) -> int:
+    return module_main(sys.modules[__name__], "python -m cnnfpga.design", argv)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pyopencl as cl
 
 from ..errors import DeviceError
 
+log = logging.getLogger("cnnfpga")
 INSTALL_HINT = ("install an OpenCL platform: for the CPU, `apt-get install pocl-opencl-icd` (PoCL); "
                 "for an Intel FPGA, the board's BSP and the Intel FPGA runtime")
 
@@ -42,7 +45,7 @@ def is_emulator(device) -> bool:
 
 def select_device(selector: str = None):
     """The device named by `selector` (or $CNNFPGA_DEVICE): "P:D" indices or a substring of the
-    platform or device name ("FPGA Emulation" picks Intel's emulator).  Without one: a real FPGA board,
+    platform's name or vendor or the device's name ("FPGA Emulation" picks Intel's emulator).  Without one: a real FPGA board,
     else the first device that is not the emulator (it runs FPGA code on the host's CPU to check it, not
     to be fast, so it is chosen by name), else the emulator when it is the only device."""
     selector = selector if selector is not None else os.environ.get("CNNFPGA_DEVICE")
@@ -55,7 +58,8 @@ def select_device(selector: str = None):
         for p, d, platform, device in found:
             if match and (p, d) == (int(match.group(1)), int(match.group(2))):
                 return device
-            if not match and (selector.lower() in platform.name.lower() or selector.lower() in device.name.lower()):
+            names = (platform.name, platform.vendor, device.name)   # PoCL's vendor is "The pocl project"
+            if not match and any(selector.lower() in name.lower() for name in names):
                 return device
         raise DeviceError(f"no OpenCL device matches {selector!r} (from the device= argument or $CNNFPGA_DEVICE); "
                           f"available: {listing}")
@@ -112,9 +116,13 @@ def build_program(context, devices: list, source: str, options: list, describe_l
             return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
         except cl.Error:
             path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
+    log.info("compiling the OpenCL program for %s (the first build of a design can take a minute; it is cached "
+             "in %s)", device.name.strip(), cache_dir())
     program = cl.Program(context, source)
     try:
-        program.build(options=options, devices=devices)
+        with warnings.catch_warnings():   # a compiler's remarks on a build that worked are not the user's business
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            program.build(options=options, devices=devices)
     except cl.Error as error:
         raise DeviceError(build_failure(program, device, error, describe_line)) from None
     try:
