@@ -16,6 +16,8 @@ setup(
                   "cnnfpga.design": ["boards/*.json"]},
     install_requires=["numpy>=1.22", "protobuf>=4.21", "pillow>=9", "pyopencl>=2022.1", "threadpoolctl>=3.1"],
     entry_points={"console_scripts": ["cnnfpga = cnnfpga.cli:main"]},
-    extras_require={"test": ["pytest>=7", "opencv-python-headless==4.10.0.84", "matplotlib>=3.5"],
+    extras_require={"test": ["pytest>=7", "opencv-python-headless==4.10.0.84", "matplotlib>=3.5",
+                             "dask[distributed]>=2023.1"],
+                    "distributed": ["dask[distributed]>=2023.1"],
                     "progress": ["tqdm"], "report": ["matplotlib>=3.5"]},
 )

@@ -11,6 +11,7 @@ run). --json prints one JSON object per image on stdout. --out FILE appends the 
 FILE, flushed per batch; run the same command again after an interruption and the images already in
 FILE are skipped, so that every image ends up in it exactly once.
 """
+import argparse
 from dataclasses import dataclass, field
 import json
 import logging
@@ -54,7 +55,10 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=positive_int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     parser.add_argument("--out", help="append JSON lines to this file; images already in it are skipped (resume)")
+    parser.add_argument("--quiet", action="store_true", help="nothing per image on stdout (with --out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument("--scheduler", help="a Dask scheduler's address (tcp://host:8786): spread the batches over "
+                                            "its workers (pip install 'cnnfpga[distributed]')")
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -173,30 +177,47 @@ class Result:
         return {"path": self.path, "indices": self.indices, "labels": self.labels, "probabilities": self.probabilities}
 
 
-def classify_files(net, paths, transformer, batch: int, top: int, labels=None):
-    """Yield a list of Results per batch of `paths`, in order. The net runs at a fixed batch size (a
-    short or partly unreadable batch is padded with zeros), so that an OpenCL design is built once."""
-    name, channels = image_input(net)
-    shape = (batch,) + tuple(net.blobs[name].data.shape[1:])
-    for start in range(0, len(paths), batch):
+@dataclass
+class Classifier:
+    """A net ready to classify batches of image files (what each worker of a distributed run builds once).
+    The net runs at a fixed batch size (a short or partly unreadable batch is padded with zeros), so that
+    an OpenCL design is built once."""
+    net: object
+    transformer: Transformer
+    labels: list
+    top: int
+    batch: int
+
+    def __post_init__(self):
+        self.input, self.channels = image_input(self.net)
+        self.shape = (self.batch,) + tuple(self.net.blobs[self.input].data.shape[1:])
+
+    def classify(self, paths) -> list:
+        """Results for up to `batch` paths, in their order."""
         results, images = [], []
-        for path in paths[start:start + batch]:
+        for path in paths:
             try:
-                images.append(transformer.preprocess(name, load_image(path, color=channels == 3)))
+                images.append(self.transformer.preprocess(self.input, load_image(path, color=self.channels == 3)))
                 results.append(Result(path))
             except InputError as error:
                 results.append(Result(path, error=str(error)))
         if images:
-            feed = np.zeros(shape, dtype=np.float32)
+            feed = np.zeros(self.shape, dtype=np.float32)
             feed[:len(images)] = images
-            scores = net.forward(**{name: feed})[net.outputs[-1]].reshape(batch, -1)
-            good = (result for result in results if result.error is None)
-            for result, row in zip(good, scores):
-                best = np.argsort(row, kind="stable")[::-1][:top]
+            scores = self.net.forward(**{self.input: feed})[self.net.outputs[-1]].reshape(self.batch, -1)
+            for result, row in zip((result for result in results if result.error is None), scores):
+                best = np.argsort(row, kind="stable")[::-1][:self.top]
                 result.indices = [int(i) for i in best]
-                result.labels = [labels[i] if labels and i < len(labels) else f"class {i}" for i in best]
+                result.labels = [self.labels[i] if self.labels and i < len(self.labels) else f"class {i}"
+                                 for i in best]
                 result.probabilities = [float(row[i]) for i in best]
-        yield results
+        return results
+
+
+def classify_files(classifier: Classifier, paths):
+    """Yield a list of Results per batch of `paths`, in order."""
+    for start in range(0, len(paths), classifier.batch):
+        yield classifier.classify(paths[start:start + classifier.batch])
 
 
 def finished_paths(out_path: str) -> set:
@@ -273,18 +294,11 @@ def load_net(args, net_path: str, info: dict):
                **{key: value for key, value in options.items() if value is not None})
 
 
-def classify(args) -> int:
+def prepare(args) -> Classifier:
+    """The net, its preprocessing and labels from the command's options, built and checked."""
     net_path = bundled.resolve(args.net)
     info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
     labels = read_labels(args.labels, info)
-    paths, problems = list_images(args.images)
-    if not paths:   # every spec named nothing: the last one's problem is the run's error
-        problems = problems or [(None, f"no images to classify ({', '.join(IMAGE_EXTENSIONS)})")]
-        for _, message in problems[:-1]:
-            print(f"error: {message}", file=sys.stderr)
-        raise InputError(problems[-1][1])
-    for _, message in problems:
-        print(f"error: {message}", file=sys.stderr)
     net = load_net(args, net_path, info)
     name, channels = image_input(net)
     prep = preprocessing(args, info, os.path.basename(net_path))
@@ -299,23 +313,56 @@ def classify(args) -> int:
         raise InputError(f"{args.labels or 'the labels'}: names {len(labels)} classes, the net scores {outputs}")
     if labels is None and info.get("labels") == "imagenet":
         print("note: pass --labels synset_words.txt to print ImageNet class names", file=sys.stderr)
+    net.blobs[name].reshape(*((args.batch,) + net.blobs[name].data.shape[1:]))
+    net.reshape()
+    net.executor   # build the device program now, so that the times below are the forwards alone
+    return Classifier(net, transformer, labels, args.top, args.batch)
+
+
+def image_paths(args) -> tuple:
+    """(paths to classify, how many the --out file already has, problems): unreadable specs are printed."""
+    paths, problems = list_images(args.images)
+    if not paths:   # every spec named nothing: the last one's problem is the run's error
+        problems = problems or [(None, f"no images to classify ({', '.join(IMAGE_EXTENSIONS)})")]
+        for _, message in problems[:-1]:
+            print(f"error: {message}", file=sys.stderr)
+        raise InputError(problems[-1][1])
+    for _, message in problems:
+        print(f"error: {message}", file=sys.stderr)
     done = finished_paths(args.out) if args.out else set()
     todo = [path for path in paths if path not in done]
     if done:
         log.info("%s: %d of %d image(s) already done, %d to go", args.out, len(paths) - len(todo), len(paths), len(todo))
-    net.blobs[name].reshape(*((args.batch,) + net.blobs[name].data.shape[1:]))
-    net.reshape()
-    net.executor   # build the device program now, so that the times below are the forwards alone
+    return todo, problems
+
+
+def classify(args, client=None) -> int:
+    """The command: every image once through the net, on this process or spread over a Dask cluster
+    (`client`, or --scheduler ADDRESS)."""
+    todo, problems = image_paths(args)
+    if client is None and getattr(args, "scheduler", None):
+        from .cluster import connect
+        with connect(args.scheduler) as client:
+            return classify_images(args, todo, problems, client)
+    return classify_images(args, todo, problems, client)
+
+
+def classify_images(args, todo: list, problems: list, client) -> int:
+    if client is None:
+        batches = classify_files(prepare(args), todo)
+    else:
+        from .cluster import cluster_batches
+        batches = cluster_batches(client, args, todo)
     out = open(args.out, "a", encoding="utf-8") if args.out else None
     progress = Progress(len(todo), not args.no_progress)
     failed, first_batch_seconds, start = len(problems), None, time.perf_counter()
     try:
-        for results in classify_files(net, todo, transformer, args.batch, args.top, labels):
+        for results in batches:
             first_batch_seconds = first_batch_seconds or time.perf_counter() - start
             errors = [result for result in results if result.error is not None]
             for result in errors:
                 print(f"error: {result.error}", file=sys.stderr)
-            for result in results:
+            for result in results if not args.quiet else ():
                 print_result(result, args.json)
             if out is not None:   # whole lines, flushed per batch: a killed run loses at most this batch
                 out.write("".join(json.dumps(result.as_dict()) + "\n" for result in results))
@@ -328,8 +375,22 @@ def classify(args) -> int:
         if out is not None:
             out.close()
     report_speed(len(todo), failed - len(problems), time.perf_counter() - start, first_batch_seconds, args,
-                 os.path.basename(net_path))
+                 os.path.basename(args.net))
     return 1 if failed else 0
+
+
+def classify_dataset(images, net, out=None, client=None, **options) -> int:
+    """The Python function behind `cnnfpga classify`: `options` are the command's long options with
+    underscores (batch=50, backend="opencl", top=1, ...); `client` a dask.distributed.Client. With `out`
+    nothing is printed per image (quiet=False to print). Returns the command's exit status."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([*map(os.fspath, images), "--net", os.fspath(net)])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise InputError(f"classify_dataset: unknown option(s) {', '.join(unknown)}")
+    vars(args).update({"no_progress": True, "quiet": out is not None, **options, "out": out and os.fspath(out)})
+    return classify(args, client)
 
 
 def report_speed(images: int, failed: int, seconds: float, first_batch_seconds, args, net_name: str) -> None:

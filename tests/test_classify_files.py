@@ -100,8 +100,8 @@ def test_classify_function_yields_results_per_batch():
     net = classify.Net("cifar10_quick.prototxt", classify.bundled.bundled_weights(
         classify.bundled.resolve("cifar10_quick.prototxt")))
     prep = classify.Preprocessing("RGB", 255, [125.27, 122.93, 113.86])
-    batches = list(classify.classify_files(net, [CAT, "missing.png", CAT], classify.make_transformer(net, prep),
-                                           batch=2, top=2, labels=classify.CIFAR10_LABELS))
+    classifier = classify.Classifier(net, classify.make_transformer(net, prep), classify.CIFAR10_LABELS, top=2, batch=2)
+    batches = list(classify.classify_files(classifier, [CAT, "missing.png", CAT]))
     assert [len(b) for b in batches] == [2, 1]
     assert "cat" in batches[0][0].labels and "no such image file" in batches[0][1].error
     assert batches[1][0].probabilities == batches[0][0].probabilities
