@@ -1,4 +1,5 @@
 """One error hierarchy. Every message names the file and, where there is one, the line or layer."""
+import os
 
 
 class CnnfpgaError(Exception):
@@ -36,3 +37,9 @@ class InputError(CnnfpgaError):
 class DesignError(CnnfpgaError):
     """A board file or hardware-model request that makes no sense: bad JSON, a missing or ill-typed field,
     an unknown board, a multiply wider than the board's DSP table."""
+
+
+def refuse_special_file(path, error_type, expected: str) -> None:
+    """A FIFO, socket or device named as an input file would block the read or never end: refuse it."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise error_type(f"{path}: not a regular file (a pipe or device), expected {expected}")

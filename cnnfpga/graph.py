@@ -198,6 +198,12 @@ def build(name, path, inputs, entries, blobs=None, weights_path=None, input_over
         last_reader.update((bottom, len(layers)) for bottom in param.bottom)
         shapes.update(zip(param.top, out_shapes))
         layer_blobs = blobs.get(param.name, []) if blobs else []
+        expected = [tuple(shape) for shape in kind.blob_shapes(spec, in_shapes)] if layer_blobs else []
+        if layer_blobs and [tuple(b.shape) for b in layer_blobs] != expected:
+            # a reshape (another input size or channel count) the weights cannot follow
+            raise WeightsError(f"{where}: with the input(s) {', '.join(f'{n} {list(v)}' for n, v in inputs.items())} "
+                               f"layer '{param.name}' needs weights {', '.join(str(list(e)) for e in expected)}; it has "
+                               f"{', '.join(str(list(b.shape)) for b in layer_blobs)}")
         layers.append(Layer(param.name, param.type, list(param.bottom), list(param.top), param, spec,
                             in_shapes, out_shapes, where, layer_blobs))
     # outputs: tops that no later layer reads (an in-place layer's top is read by nobody after it)

@@ -97,6 +97,9 @@ class Transformer:
         if image.shape[:2] != (height, width):
             image = resize_image(image, (height, width))
         data = image.transpose(self.transpose[name]) if name in self.transpose else image
+        if data.shape[0] != self.inputs[name][1]:   # e.g. RGBA or greyscale for a colour input
+            raise InputError(f"the image has {data.shape[0]} channels (after transposing: {list(data.shape)}); input "
+                             f"'{name}' takes {self.inputs[name][1]}")
         if name in self.channel_swap:
             data = data[list(self.channel_swap[name])]
         if name in self.raw_scale:

@@ -1,14 +1,17 @@
 """The pycaffe-shaped Net: blobs, params, forward, reshape, save."""
 from collections import OrderedDict
 import logging
+import math
 import os
 import time
+import warnings
 
 import numpy as np
 
 from . import reference
-from .errors import CnnfpgaError, InputError
-from .graph import load_graph
+from .reference import checked_input
+from .errors import CnnfpgaError, InputError, ResourceError, WeightsError
+from .graph import available_memory, load_graph
 from .precision import calibration_statistics
 
 TRAIN, TEST = 0, 1  # pycaffe's phase constants; only TEST (inference) is supported
@@ -32,10 +35,24 @@ class Blob:
 
     def reshape(self, *shape) -> None:
         """Give the blob a new shape (pycaffe semantics: contents are not kept); the net follows on forward."""
-        self.data = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
+        self.data = np.zeros(checked_shape(shape), dtype=np.float32)
 
     def __repr__(self):
         return f"Blob{list(self.shape)}"
+
+
+def checked_shape(shape) -> tuple:
+    """Whole numbers >= 1 whose float32 array fits in the memory available; a clear error otherwise."""
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        raise InputError(f"reshape{tuple(shape)}: every dimension must be a whole number")
+    dims = tuple(int(d) for d in shape)
+    if not dims or min(dims) < 1:
+        raise InputError(f"reshape{dims}: every dimension must be at least 1 (a batch of at least one image)")
+    needed = 4 * math.prod(dims)   # Python integers: no int64 overflow to a small number
+    if needed > available_memory():
+        raise ResourceError(f"reshape{dims}: a float32 blob of {needed / 2**30:,.1f} GiB does not fit in the "
+                            f"{available_memory() / 2**30:.1f} GiB available")
+    return dims
 
 
 class LayerInfo:
@@ -116,6 +133,7 @@ class Net:
         self.blobs = OrderedDict((name, Blob(np.zeros(shape, dtype=np.float32))) for name, shape in graph.shapes.items())
         self.layers = [LayerInfo(layer) for layer in graph.layers]
         self._executor = None
+        self._saturation_warned = False
 
     @property
     def inputs(self) -> list:
@@ -191,15 +209,19 @@ class Net:
         if unknown:
             raise InputError(f"{os.path.basename(self.net_file)}: forward(blobs=...) names {unknown[0]!r}, which is "
                              f"not a blob of the net (blobs: {', '.join(self.blobs)})")
-        for name, data in inputs.items():
+        for name in inputs:
             if name not in self.graph.inputs:
                 raise InputError(f"{os.path.basename(self.net_file)}: '{name}' is not an input of the net "
                                  f"(inputs: {self.inputs})")
-            self.blobs[name].data = np.ascontiguousarray(data, dtype=np.float32)
+        for name in self.inputs:
+            data = inputs[name] if name in inputs else self.blobs[name].data
+            self.blobs[name].data = checked_input(self.net_file, name, data, self.graph.inputs[name])
         self.reshape()
+        self._follow_params()
         feed = {name: self.blobs[name].data for name in self.inputs}
         if self.backend == "opencl":
             results = self.executor.forward(feed)
+            self._warn_of_saturation()
         else:
             results = reference.forward(self.graph, feed)
         for name, value in results.items():
@@ -207,6 +229,39 @@ class Net:
                 self.blobs[name].data = value
         wanted = self.outputs + [b for b in (blobs or []) if b not in self.outputs]
         return {name: self.blobs[name].data for name in wanted}
+
+    def _follow_params(self) -> None:
+        """Weights the user replaced (`net.params[name][i].data = array`) take effect, as in pycaffe;
+        the OpenCL program is rebuilt around them."""
+        replaced = False
+        for layer in self.graph.layers:
+            for i, blob in enumerate(self.params.get(layer.name, [])):
+                if blob.data is layer.blobs[i]:
+                    continue
+                where = f"{os.path.basename(self.net_file)}: net.params['{layer.name}'][{i}].data"
+                try:
+                    data = np.ascontiguousarray(blob.data, dtype=np.float32)
+                except (ValueError, TypeError) as error:
+                    raise WeightsError(f"{where}: not an array of numbers ({error})") from None
+                if data.shape != layer.blobs[i].shape:
+                    raise WeightsError(f"{where} has shape {list(data.shape)}; the layer needs "
+                                       f"{list(layer.blobs[i].shape)}")
+                layer.blobs[i] = blob.data = data
+                replaced = True
+        if replaced:
+            self._executor = None
+
+    def _warn_of_saturation(self) -> None:
+        """One warning per net, the first time a forward saturates a fixed-point value or overflows an fp16."""
+        if self._saturation_warned:
+            return
+        counts = {name: count for name, count in self.executor.saturation().items() if count}
+        if counts:
+            self._saturation_warned = True
+            listing = ", ".join(f"{name} {count:,}" for name, count in counts.items())
+            warnings.warn(f"{os.path.basename(self.net_file)}: values saturated (out of the fixed-point range or "
+                          f"fp16 overflow) in {listing}; totals so far: net.executor.saturation(); calibrate or "
+                          f"widen those formats", UserWarning, stacklevel=3)
 
     def save(self, path: str) -> None:
         """Write the current weights as a caffemodel (the current `layer` format; Caffe and OpenCV read it)."""

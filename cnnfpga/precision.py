@@ -34,7 +34,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from cnnfpga.errors import PrecisionError
+from cnnfpga.errors import PrecisionError, refuse_special_file
 from cnnfpga.layers import DEVICE_TYPES
 
 MIN_BITS, MAX_BITS = 2, 32
@@ -229,6 +229,7 @@ def _looks_like_path(setting) -> bool:
 
 
 def _load_json_mapping(path: Path):
+    refuse_special_file(path, PrecisionError, "a JSON file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -460,11 +461,25 @@ def calibration_statistics(graph, calibration):
     batches = [calibration] if isinstance(calibration, dict) else list(calibration)
     stats = {}
     for batch in batches:
-        batch = {name: np.asarray(value, dtype=np.float32) for name, value in batch.items()}
+        batch = {name: calibration_array(graph, name, value) for name, value in batch.items()}
         shaped = graph.reshape({name: value.shape for name, value in batch.items()})
         for blob, level in calibrate(shaped, batch).items():
             stats[blob] = max(level, stats.get(blob, 0.0))
     return stats
+
+
+def calibration_array(graph, name: str, value) -> np.ndarray:
+    """A calibration batch for input `name`: what forward() would take, and not all zeros (statistics
+    of nothing would choose every format from nothing)."""
+    from .reference import checked_input
+    if name not in graph.inputs:
+        raise PrecisionError(f"{graph.path}: calibration data for '{name}', which is not an input of the net "
+                             f"(inputs: {', '.join(graph.inputs)})")
+    array = checked_input(graph.path, name, value, graph.inputs[name])
+    if not array.any():
+        raise PrecisionError(f"{graph.path}: the calibration batch for '{name}' is all zeros; fixed-point "
+                             f"formats cannot be chosen from it (give real inputs)")
+    return array
 
 
 # ------------------------------------------------------------------------------------- resolution

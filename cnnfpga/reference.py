@@ -2,9 +2,34 @@
 
 Every other path (OpenCL kernels, fixed point, host layers) is checked against this.
 """
+import os
+
 import numpy as np
 
 from .errors import InputError
+
+
+def checked_input(net_file: str, name: str, data, declared: tuple) -> np.ndarray:
+    """An input array as float32, refused with a reason when it cannot be a batch of this input: not
+    numeric, another rank, an empty dimension, or NaN/infinite values (refused on every backend: max
+    pooling, fixed point and fp16 would each treat them differently)."""
+    where = f"{os.path.basename(net_file)}: input '{name}'"
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{where}: not an array of numbers ({error})") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(f"{where}: values of type {array.dtype}, expected numbers")
+    if array.ndim != len(declared):
+        raise InputError(f"{where}: {array.ndim}-D data {list(array.shape)}, the net's input is {len(declared)}-D "
+                         f"{list(declared)}")
+    if array.size == 0:
+        raise InputError(f"{where}: data of shape {list(array.shape)} holds no values")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(f"{where}: {bad} NaN or infinite value(s); inputs must be finite numbers")
+    return array
 
 
 def check_inputs(graph, inputs: dict) -> dict:

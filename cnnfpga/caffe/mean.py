@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from cnnfpga.caffe.reader import parse_blob
-from cnnfpga.errors import ModelFileError
+from cnnfpga.errors import ModelFileError, refuse_special_file
 
 
 def load_mean(path) -> np.ndarray:
@@ -20,6 +20,7 @@ def load_mean(path) -> np.ndarray:
         raise ModelFileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, expected a mean file")
+    refuse_special_file(path, ModelFileError, "a mean file")
     try:
         if os.path.getsize(path) == 0:
             raise ModelFileError(f"{path}: empty file")

@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from cnnfpga.caffe import caffe_pb2
-from cnnfpga.errors import ModelFileError, NetDefinitionError
+from cnnfpga.errors import ModelFileError, NetDefinitionError, refuse_special_file
 
 # V1LayerParameter.LayerType number -> (enum name, current Caffe type string).
 V1_LAYER_TYPES: dict[int, tuple[str, str]] = {
@@ -77,6 +77,7 @@ def read_prototxt(path) -> ParsedNet:
 
 def open_model_file(path: str, kind: str):
     """`path` opened for binary reading, or a ModelFileError saying why not (`kind`: ".prototxt", ...)."""
+    refuse_special_file(path, ModelFileError, f"a {kind} file")
     try:
         return open(path, "rb")
     except FileNotFoundError:

@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Union
 
-from cnnfpga.errors import DesignError
+from cnnfpga.errors import DesignError, refuse_special_file
 
 BOARDS_DIR = Path(__file__).resolve().parent / "boards"
 
@@ -82,6 +82,7 @@ def load_board(name_or_path: Union[str, os.PathLike]) -> Board:
     else:
         raise DesignError(f"unknown board {text!r}; bundled boards: {', '.join(board_names())} "
                           f"(or give the path of a board JSON file)")
+    refuse_special_file(path, DesignError, "a board JSON file")
     try:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -7,6 +7,7 @@ cost models -- are linked by the layer type string: DEVICE_TYPES below, cnnfpga.
 cnnfpga.design (one module per stage kind) and kernels/.
 """
 from dataclasses import dataclass
+import math
 from typing import Any, Callable
 
 from ..errors import NetDefinitionError
@@ -49,6 +50,19 @@ def positive(name: str, value: int) -> int:
     if value <= 0:
         bad(f"{name} must be positive, got {value}")
     return int(value)
+
+
+def four_d(in_shapes, layer_type: str) -> None:
+    """Convolution, pooling and LRN work on (N, C, H, W) blobs only (Caffe's LRN too; N-D convolution
+    is not supported)."""
+    if len(in_shapes[0]) != 4:
+        bad(f"{layer_type} needs a 4-D bottom (N, C, H, W), got a {len(in_shapes[0])}-D one {list(in_shapes[0])}")
+
+
+def finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        bad(f"{name} must be a finite number, got {value}")
+    return float(value)
 
 
 def spatial(values, h_value, w_value, has_h: bool, has_w: bool, default: int, name: str) -> tuple:

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import LayerKind, bad, positive, register, spatial
+from . import LayerKind, bad, four_d, positive, register, spatial
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ConvSpec:
 
 def parse(param, in_shapes) -> ConvSpec:
     p = param.convolution_param
+    four_d(in_shapes, "Convolution")
     if p.axis != 1:
         bad(f"convolution axis {p.axis} is not supported (only the channel axis 1)")
     kh, kw = spatial(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), p.HasField("kernel_w"), 0, "kernel")

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import LayerKind, register
+from . import LayerKind, finite, register
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def no_spec(param, in_shapes) -> NoSpec:
     return NoSpec()
 
 
-register("ReLU", LayerKind(parse=lambda p, s: ReLUSpec(p.relu_param.negative_slope), shape=same_shape, reference=relu))
+register("ReLU", LayerKind(parse=lambda p, s: ReLUSpec(finite("negative_slope", p.relu_param.negative_slope)), shape=same_shape, reference=relu))
 register("Sigmoid", LayerKind(parse=no_spec, shape=same_shape,
                               reference=lambda spec, xs, b: [(1 / (1 + np.exp(-xs[0]))).astype(np.float32)]))
 register("TanH", LayerKind(parse=no_spec, shape=same_shape, reference=lambda spec, xs, b: [np.tanh(xs[0])]))

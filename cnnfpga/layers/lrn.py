@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import LayerKind, bad, positive, register
+from . import LayerKind, bad, finite, four_d, positive, register
 
 
 @dataclass(frozen=True)
@@ -17,9 +17,11 @@ class LRNSpec:
 
 def parse(param, in_shapes) -> LRNSpec:
     p = param.lrn_param
+    four_d(in_shapes, "LRN")
     if p.local_size % 2 == 0:
         bad(f"LRN local_size must be odd, got {p.local_size}")
-    return LRNSpec(positive("local_size", p.local_size), p.alpha, p.beta, p.k, p.NormRegion.Name(p.norm_region))
+    return LRNSpec(positive("local_size", p.local_size), finite("alpha", p.alpha), finite("beta", p.beta),
+                   finite("k", p.k), p.NormRegion.Name(p.norm_region))
 
 
 def scale(spec: LRNSpec, x: np.ndarray) -> np.ndarray:

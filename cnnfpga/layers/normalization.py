@@ -1,5 +1,6 @@
 """BatchNorm (global statistics, with Caffe's scale-factor blob) and Scale (optionally with bias)."""
 from dataclasses import dataclass
+import math
 
 import numpy as np
 
@@ -32,6 +33,13 @@ def batch_norm(spec: BatchNormSpec, inputs, blobs) -> list:
     view = (1, -1) + (1,) * (x.ndim - 2)
     inv_std = (1.0 / np.sqrt(variance + spec.eps)).astype(np.float32)
     return [((x - mean.reshape(view)) * inv_std.reshape(view)).astype(np.float32)]
+
+
+def positive_eps(eps: float) -> float:
+    """BatchNorm divides by sqrt(variance + eps): eps <= 0 can divide by zero or take a negative root."""
+    if not eps > 0 or not math.isfinite(eps):
+        bad(f"BatchNorm eps must be a positive number, got {eps}")
+    return float(eps)
 
 
 def parse_scale(param, in_shapes) -> ScaleSpec:
@@ -72,7 +80,7 @@ def scale(spec: ScaleSpec, inputs, blobs) -> list:
 
 
 register("BatchNorm", LayerKind(
-    parse=lambda p, s: BatchNormSpec(p.batch_norm_param.eps), shape=lambda spec, s: [s[0]], reference=batch_norm,
+    parse=lambda p, s: BatchNormSpec(positive_eps(p.batch_norm_param.eps)), shape=lambda spec, s: [s[0]], reference=batch_norm,
     blob_shapes=lambda spec, s: [(s[0][1],), (s[0][1],), (1,)], fillers=lambda p, spec: [None, None, None]))
 register("Scale", LayerKind(
     parse=parse_scale, shape=lambda spec, s: [s[0]], reference=scale, blob_shapes=scale_blob_shapes,

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from . import LayerKind, bad, positive, register
+from . import LayerKind, bad, four_d, positive, register
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class PoolSpec:
 
 def parse(param, in_shapes) -> PoolSpec:
     p = param.pooling_param
+    four_d(in_shapes, "Pooling")
     method = p.PoolMethod.Name(p.pool)
     if method not in ("MAX", "AVE"):
         bad(f"pooling method {method} is not supported at inference (use MAX or AVE)")
