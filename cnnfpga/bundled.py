@@ -18,6 +18,8 @@ def bundled_names() -> list:
 
 def resolve(path: str) -> str:
     """`path` itself when it exists, else the bundled file of that name; a clear error otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelFileError(f"expected a file path (str or os.PathLike), got {type(path).__name__} {path!r}")
     path = os.fspath(path)
     if os.path.exists(path):
         return path

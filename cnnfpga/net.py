@@ -55,6 +55,27 @@ def checked_shape(shape) -> tuple:
     return dims
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_device_options(stall_seconds, prune_threshold, host_threads, calibration) -> None:
+    """The OpenCL backend's numeric options, and the kind of calibration: refused here, before any build."""
+    if stall_seconds is not None and not (is_number(stall_seconds) and 0 < stall_seconds < math.inf):
+        raise CnnfpgaError(f"stall_seconds= takes a positive number of seconds, got {stall_seconds!r}")
+    if prune_threshold is not None and not (is_number(prune_threshold) and 0 <= prune_threshold < math.inf):
+        raise CnnfpgaError(f"prune_threshold= takes a number >= 0 (or None: no pruning), got {prune_threshold!r}")
+    if host_threads is not None and not (isinstance(host_threads, (int, np.integer)) and not
+                                         isinstance(host_threads, bool) and host_threads >= 1):
+        raise CnnfpgaError(f"host_threads= takes a whole number >= 1, got {host_threads!r}")
+    kinds = (str, os.PathLike, np.ndarray, dict, list, tuple)
+    if calibration is not None and not isinstance(calibration, kinds):
+        raise CnnfpgaError(f"calibration= takes input batches (an array, {{input: array}} or a list of those), "
+                           f"{{blob: level}} statistics or a statistics JSON file, got {type(calibration).__name__}")
+    if isinstance(calibration, (list, tuple)) and not all(isinstance(batch, dict) for batch in calibration):
+        raise CnnfpgaError("calibration= as a list takes {input: array} batches")
+
+
 class LayerInfo:
     def __init__(self, layer):
         self.name, self.type = layer.name, layer.type
@@ -99,6 +120,9 @@ class Net:
             if device is not None and not isinstance(device, str):
                 raise CnnfpgaError(f"device= takes an OpenCL platform/device name (a part of it) or 'P:D' "
                                    f"indices as a string, got {type(device).__name__} {device!r}")
+            check_device_options(stall_seconds, prune_threshold, host_threads, calibration)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise CnnfpgaError(f"seed= takes a whole number from 0 to 2**63 - 1, got {seed!r}")
         from .bundled import resolve
         self.net_file = resolve(net_file)
         self.weights_file = resolve(weights) if weights else None

@@ -438,9 +438,15 @@ def save_calibration(stats: Mapping[str, float], path) -> None:
 def load_calibration(path) -> dict[str, float]:
     """Read statistics written by ``save_calibration``; errors name the file and the key."""
     source, mapping = _load_json_mapping(Path(path))
+    return checked_levels(mapping, source)
+
+
+def checked_levels(mapping: Mapping, source: str) -> dict[str, float]:
+    """{blob: level} statistics whose every level is a finite number >= 0."""
     for key, value in mapping.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise PrecisionError(f"{source}: calibration value of {key!r} must be a non-negative number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 0 <= value < math.inf:
+            raise PrecisionError(f"{source}: calibration value of {key!r} must be a finite number >= 0, got {value!r}")
     return {key: float(value) for key, value in mapping.items()}
 
 
@@ -457,7 +463,7 @@ def calibration_statistics(graph, calibration):
     if isinstance(calibration, np.ndarray):
         calibration = {next(iter(graph.inputs)): calibration}
     if isinstance(calibration, dict) and all(np.isscalar(v) for v in calibration.values()):
-        return {name: float(v) for name, v in calibration.items()}
+        return checked_levels(calibration, "calibration=")
     batches = [calibration] if isinstance(calibration, dict) else list(calibration)
     stats = {}
     for batch in batches:

@@ -144,3 +144,23 @@ def test_a_named_pipe_is_refused_not_read_forever(tmp_path, capsys, option):
         argv = ["classify", cat, "--net", str(fifo)]
     assert main(argv) != 0
     assert f"{fifo}: not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"stall_seconds": "x"}, "stall_seconds= takes a positive number"),
+    ({"stall_seconds": 0}, "stall_seconds= takes a positive number"),
+    ({"prune_threshold": float("nan")}, "prune_threshold= takes a number >= 0"),
+    ({"host_threads": 0}, "host_threads= takes a whole number >= 1"),
+    ({"calibration": 5}, "calibration= takes input batches"),
+    ({"calibration": {"data": "x"}}, "calibration value of 'data' must be a finite number"),
+    ({"parallelism": {"conv1": (0, 1, 1)}}, "ci=0 must divide"),
+    ({"seed": -1}, "seed= takes a whole number"),
+])
+def test_opencl_options_of_the_wrong_kind_are_refused_before_any_build(options, words):
+    with pytest.raises(cnnfpga.CnnfpgaError, match=words):
+        cnnfpga.Net(*LENET, backend="opencl", **options).forward(data=DIGIT)
+
+
+def test_a_net_path_that_is_not_a_path_is_refused():
+    with pytest.raises(cnnfpga.ModelFileError, match="expected a file path .* got int 5"):
+        cnnfpga.Net("lenet.prototxt", 5)

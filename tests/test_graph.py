@@ -183,3 +183,22 @@ def test_googlenet_structure():
     relu = graph.layer("inception_3a/relu_1x1")
     assert relu.bottoms == relu.tops == ["inception_3a/1x1"]
     assert graph.inputs == {"data": (10, 3, 224, 224)} and graph.outputs == ["prob"]
+
+
+def test_loading_grows_linearly_with_depth(tmp_path):
+    """A chain of in-place ReLUs 5x longer takes about 5x as long to load (a quadratic reader: 25x);
+    the bound leaves room for a noisy machine."""
+    import warnings
+    times = {}
+    for layers in (2000, 10000):
+        path = tmp_path / f"deep{layers}.prototxt"
+        path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 '
+                        'dim: 8 } } }\n' + "".join(f'layer {{ name: "r{i}" type: "ReLU" bottom: "data" top: "data" }}\n'
+                                                    for i in range(layers)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            started = time.perf_counter()
+            graph = load_graph(str(path))
+            times[layers] = time.perf_counter() - started
+        assert len(graph.layers) == layers + 1 and graph.outputs == ["data"]
+    assert times[10000] < 12 * times[2000], times

@@ -74,9 +74,9 @@ def split_output(design) -> bool:
 
 def check(stage, design) -> None:
     cs = shape(stage)
-    if cs.cg % design.ci or not design.ci > 0:
+    if not design.ci > 0 or cs.cg % design.ci:
         refuse(stage, f"ci={design.ci} must divide the {cs.cg} input channels of a group")
-    if cs.og % design.co or not design.co > 0:
+    if not design.co > 0 or cs.og % design.co:
         refuse(stage, f"co={design.co} must divide the {cs.og} outputs of a group")
     if design.f not in position_choices(cs):
         refuse(stage, f"f={design.f} must be one of {position_choices(cs)} (1, a kernel row, the whole kernel)")
