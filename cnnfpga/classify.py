@@ -122,6 +122,8 @@ def make_transformer(net, prep: Preprocessing) -> Transformer:
 
 def image_input(net) -> tuple:
     """(name, channels) of the net's image input; a clear error for a net that does not take images."""
+    if not net.outputs:
+        raise InputError(f"{os.path.basename(net.net_file)}: no layer after the input: nothing to classify with")
     name = net.inputs[0]
     shape = net.blobs[name].data.shape
     if len(net.inputs) != 1 or len(shape) != 4 or shape[1] not in (1, 3):

@@ -123,8 +123,9 @@ def load_graph(net_path: str, weights_path: str = None, seed: int = 0, input_sha
             return graph
         graph.check_memory(activations=False)
         fill_from_prototxt(graph, seed)
-        warnings.warn(f"{base}: no weights given; parameters come from fillers (seed {seed}), so the outputs are "
-                      "meaningless", UserWarning, stacklevel=2)
+        if any(layer.blobs for layer in graph.layers):   # a net without learned parameters needs no weights
+            warnings.warn(f"{base}: no weights given; parameters come from fillers (seed {seed}), so the outputs "
+                          "are meaningless", UserWarning, stacklevel=2)
     else:
         attach_weights(graph, weights_path)
     return graph

@@ -237,6 +237,10 @@ class Net:
             if name not in self.graph.inputs:
                 raise InputError(f"{os.path.basename(self.net_file)}: '{name}' is not an input of the net "
                                  f"(inputs: {self.inputs})")
+        if inputs and len(inputs) < len(self.inputs):   # the others would run on whatever their blobs hold
+            missing = [name for name in self.inputs if name not in inputs]
+            raise InputError(f"{os.path.basename(self.net_file)}: forward() got data for {', '.join(inputs)} but not "
+                             f"for {', '.join(missing)}; give every input as a keyword, or set them all in net.blobs")
         for name in self.inputs:
             data = inputs[name] if name in inputs else self.blobs[name].data
             self.blobs[name].data = checked_input(self.net_file, name, data, self.graph.inputs[name])

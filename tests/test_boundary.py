@@ -164,3 +164,42 @@ def test_opencl_options_of_the_wrong_kind_are_refused_before_any_build(options, 
 def test_a_net_path_that_is_not_a_path_is_refused():
     with pytest.raises(cnnfpga.ModelFileError, match="expected a file path .* got int 5"):
         cnnfpga.Net("lenet.prototxt", 5)
+
+
+def test_a_net_with_two_inputs_needs_both(tmp_path):
+    path = tmp_path / "two.prototxt"
+    path.write_text("".join(f'layer {{ name: "{n}" type: "Input" top: "{n}" input_param {{ shape {{ dim: 1 dim: 3 '
+                            f'dim: 8 dim: 8 }} }} }}\n' for n in "ab") +
+                    'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }\n')
+    net = cnnfpga.Net(str(path))
+    with pytest.raises(InputError, match="got data for a but not for b"):
+        net.forward(a=np.ones((1, 3, 8, 8)))
+    assert net.forward(a=np.ones((1, 3, 8, 8)), b=np.ones((1, 3, 8, 8)))["sum"].sum() == 2 * 3 * 8 * 8
+
+
+def test_an_image_too_large_to_decode_is_one_line(tmp_path, capsys):
+    """A PNG header claiming 20000 x 20000 pixels: Pillow's decompression-bomb guard, reported as such."""
+    import struct
+    import zlib
+    from cnnfpga.cli import main
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data +
+                                struct.pack(">I", zlib.crc32(kind + data)))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    cat = str(Path(__file__).resolve().parents[1] / "prototxt" / "chelsea.png")
+    status = main(["classify", str(bomb), cat, "--net", "cifar10_quick.prototxt"])
+    err = capsys.readouterr().err
+    assert status == 1 and f"error: {bomb}: image too large" in err and "Traceback" not in err
+
+
+def test_a_net_with_nothing_after_its_input_is_refused_by_classify(tmp_path, capsys):
+    from cnnfpga.cli import main
+    path = tmp_path / "only_input.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 '
+                    'dim: 8 } } }\n')
+    cat = str(Path(__file__).resolve().parents[1] / "prototxt" / "chelsea.png")
+    assert main(["classify", cat, "--net", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no layer after the input" in err and "warning" not in err
