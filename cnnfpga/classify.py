@@ -152,7 +152,10 @@ def read_labels(path, info) -> list:
 
 def calibration_input(spec: str, net, transformer, batch: int):
     """A statistics JSON file as it is, or the images `spec` names as one preprocessed array."""
-    if spec.endswith(".json") and os.path.isfile(spec):
+    if spec.endswith(".json"):
+        if not os.path.isfile(spec):
+            raise InputError(f"--calibration {spec}: no such statistics file" if not os.path.exists(spec) else
+                             f"--calibration {spec}: not a regular file")
         return spec
     paths, problems = list_images(spec.split(","))
     if problems or not paths:
