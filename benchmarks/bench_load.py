@@ -1,39 +1,23 @@
-"""Load time of an AlexNet-sized caffemodel (244 MB): our read_caffemodel vs OpenCV's readNetFromCaffe.
+"""Load time of a net's caffemodel (AlexNet's: 244 MB): our read_caffemodel vs OpenCV's readNetFromCaffe.
 
-Writes AlexNet-shaped filler weights to a temp folder once, then times both loaders (best of 3 each).
-Run: python benchmarks/bench_load.py [path/to/alexnet/deploy.prototxt]
+Writes the net's seeded filler weights into a temporary folder, times both loaders on them (best of
+--repeats each) and removes the folder.
+
+    python benchmarks/bench_load.py [PROTOTXT] [--repeats 3]
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
-from cnnfpga.caffe import caffe_pb2
-from cnnfpga.caffe.fillers import fill
+from cnnfpga.bench import opencv_module, write_weights
+from cnnfpga.bundled import resolve
 from cnnfpga.caffe.reader import read_caffemodel
-from cnnfpga.caffe.writer import write_caffemodel
-
-DEFAULT_PROTOTXT = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "alexnet" / "deploy.prototxt"
-# Weight shapes of BVLC AlexNet (deploy.prototxt: conv2, conv4 and conv5 use group 2).
-ALEXNET_WEIGHTS = {
-    "conv1": ("Convolution", (96, 3, 11, 11)), "conv2": ("Convolution", (256, 48, 5, 5)),
-    "conv3": ("Convolution", (384, 256, 3, 3)), "conv4": ("Convolution", (384, 192, 3, 3)),
-    "conv5": ("Convolution", (256, 192, 3, 3)), "fc6": ("InnerProduct", (4096, 9216)),
-    "fc7": ("InnerProduct", (4096, 4096)), "fc8": ("InnerProduct", (1000, 4096)),
-}
-
-
-def write_alexnet_fillers(path, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xavier = caffe_pb2.FillerParameter(type="xavier")
-    bias = caffe_pb2.FillerParameter(type="constant", value=0.1)
-    layers = ((name, type_, [fill(xavier, shape, rng), fill(bias, shape[:1], rng)])
-              for name, (type_, shape) in ALEXNET_WEIGHTS.items())
-    write_caffemodel(path, "AlexNet", layers)
+from cnnfpga.errors import CnnfpgaError
+from cnnfpga.graph import load_graph
 
 
 def best_of(repeats: int, func) -> float:
@@ -45,27 +29,39 @@ def best_of(repeats: int, func) -> float:
     return min(times)
 
 
-def time_load(prototxt, caffemodel, repeats: int = 3) -> dict:
+def time_load(prototxt, caffemodel, repeats: int) -> dict:
     """Best-of-`repeats` seconds to load `caffemodel` with our reader and with OpenCV, and their ratio."""
-    import cv2  # test-only dependency, the oracle
-
+    cv2 = opencv_module()
     ours = best_of(repeats, lambda: read_caffemodel(caffemodel))
     opencv = best_of(repeats, lambda: cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel)))
     return {"ours_s": ours, "opencv_s": opencv, "ratio": ours / opencv}
 
 
-def main(argv: list[str]) -> None:
-    prototxt = Path(argv[1]) if len(argv) > 1 else DEFAULT_PROTOTXT
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prototxt", nargs="?", default="alexnet.prototxt",
+                        help="prototxt path or a bundled net's name (default: the bundled AlexNet)")
+    parser.add_argument("--repeats", type=int, default=3, help="loads per loader; the fastest counts")
+    args = parser.parse_args(argv)
+    if opencv_module() is None:   # found out before writing hundreds of MB
+        parser.error("OpenCV (cv2) is not installed: pip install opencv-python-headless")
+    try:
+        prototxt = resolve(args.prototxt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # filler weights: intended
+            graph = load_graph(prototxt)
+    except CnnfpgaError as error:
+        parser.error(str(error))
     with tempfile.TemporaryDirectory(prefix="bench_load_") as folder:
-        caffemodel = Path(folder) / "alexnet_fillers.caffemodel"
+        caffemodel = Path(folder) / "filler_weights.caffemodel"
         start = time.perf_counter()
-        write_alexnet_fillers(caffemodel)
+        write_weights(graph, caffemodel)
         written = time.perf_counter() - start
-        print(f"wrote {caffemodel.stat().st_size / 1e6:.1f} MB AlexNet filler weights in {written:.2f} s")
-        result = time_load(prototxt, caffemodel)
+        print(f"wrote {caffemodel.stat().st_size / 1e6:.1f} MB of {graph.name} filler weights in {written:.2f} s")
+        result = time_load(prototxt, caffemodel, args.repeats)
     print(f"{'read_caffemodel':>24} {'cv2.readNetFromCaffe':>22} {'ratio':>7}")
     print(f"{result['ours_s']:>22.3f} s {result['opencv_s']:>20.3f} s {result['ratio']:>7.2f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

@@ -25,7 +25,6 @@ round counts.  The load average and the CPU share other processes took are print
 import argparse
 import os
 import statistics
-import tempfile
 import threading
 import time
 import warnings
@@ -33,58 +32,11 @@ import warnings
 import cv2
 import numpy as np
 
+from cnnfpga.bench import (device_profile, opencv_nets, rate_of_steps, rate_of_stream, settle_stream, take_turns,
+                           wait_until_quiet)
 from cnnfpga.bundled import resolve
-from cnnfpga.caffe.writer import write_caffemodel
 from cnnfpga.graph import load_graph
 from cnnfpga.runtime import DeviceNet
-from cnnfpga.runtime.executor import TIMED_BATCHES, WARM_UP_BATCHES
-
-
-def cpu_times():
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    return sum(values), values[3] + values[4]   # all, idle + iowait
-
-
-def others_busy(interval: float = 0.25) -> float:
-    """Share of the CPUs that other processes used during `interval` (we sleep meanwhile)."""
-    total0, idle0 = cpu_times()
-    time.sleep(interval)
-    total1, idle1 = cpu_times()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_until_quiet(patience: float, limit: float = 0.05) -> float:
-    """Wait until other processes use under `limit` of the CPUs (at most `patience` s); their share."""
-    deadline = time.time() + patience
-    busy = others_busy()
-    while busy >= limit and time.time() < deadline:
-        busy = others_busy()
-    return busy
-
-
-def rate_of_steps(step, images_per_step: int, seconds: float) -> float:
-    """Images/second of calling step() repeatedly for at least `seconds`."""
-    count, start = 0, time.perf_counter()
-    while True:
-        step()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return count * images_per_step / elapsed
-
-
-def rate_of_stream(net, inputs: dict, batch: int, seconds: float) -> float:
-    """Images/second of forward_stream fed for `seconds`, including filling and draining the pipeline."""
-    start = time.perf_counter()
-
-    def arrivals():
-        yield inputs
-        while time.perf_counter() - start < seconds:
-            yield inputs
-
-    count = sum(1 for _ in net.forward_stream(arrivals()))
-    return count * batch / (time.perf_counter() - start)
 
 
 def rate_of_parallel_opencv(nets, x, seconds: float) -> float:
@@ -106,13 +58,6 @@ def rate_of_parallel_opencv(nets, x, seconds: float) -> float:
     for t in threads:
         t.join()
     return sum(counts) * x.shape[0] / (time.perf_counter() - start)
-
-
-def opencv_net(prototxt, weights):
-    net = cv2.dnn.readNetFromCaffe(prototxt, weights)
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    return net
 
 
 def single_threaded_opencv(run):
@@ -142,17 +87,6 @@ def forced_sharing(net, batch: int, split: bool, run):
     return wrapped
 
 
-def stage_profile(net, x, repeats: int = 10) -> dict:
-    """Fastest device time of each stage over `repeats` forward() calls, in seconds."""
-    best = {stage.index: float("inf") for stage in net.plan.stages}
-    for _ in range(repeats):
-        net.stage_seconds = dict.fromkeys(net.stage_seconds, 0.0)
-        net.forward({"data": x})
-        for index, seconds in net.stage_seconds.items():
-            best[index] = min(best[index], seconds)
-    return best
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
@@ -166,11 +100,7 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)   # filler weights: intended
         graph = load_graph(prototxt)
-    folder = tempfile.mkdtemp(prefix="bench_opencl_")
-    weights = os.path.join(folder, "alexnet_fillers.caffemodel")
-    write_caffemodel(weights, graph.name, [(l.name, l.type, l.blobs) for l in graph.layers if l.blobs])
-    opencv = opencv_net(prototxt, weights)
-    opencv_pair = [opencv_net(prototxt, weights) for _ in range(2)]
+    opencv, *opencv_pair = opencv_nets(prototxt, None, graph, count=3)
     load_before = os.getloadavg()
 
     results = []
@@ -201,29 +131,15 @@ def main():
             fpga = DeviceNet(g, variant="fpga")
             configs["ours, FPGA variant, forward()"] = lambda t: rate_of_steps(lambda: fpga.forward({"data": x}),
                                                                                batch, t)
-        # warm up: first-touch allocations, PoCL's kernel compilation, OpenCV's set-up, and the
-        # stream's timing of device and host layers (which then decides how they share the cores)
-        for run in configs.values():
-            run(0.0)
-        wait_until_quiet(args.patience)   # OpenCV's worker threads spin for a while after a forward
-        for _ in ours.forward_stream([{"data": x}] * (WARM_UP_BATCHES + TIMED_BATCHES + 1)):
-            pass
-        rounds = {label: [] for label in configs}
-        others = []
-        for _ in range(args.rounds):
-            for label, run in configs.items():
-                others.append(wait_until_quiet(args.patience))
-                rounds[label].append(run(args.seconds))
+        settle_stream(ours, {"data": x})   # the stream times device and host layers, then picks how they share
+        rounds, others = take_turns(configs, args.rounds, args.seconds, args.patience)
         wait_until_quiet(args.patience)
-        profile = stage_profile(ours, x)
-        for ip in ours.inner_products.values():
-            ip.stats.__init__()
+        profile = device_profile(ours, {"data": x}, runs=10)
         got = ours.forward({"data": x})["prob"]
-        host_ms = sum(ip.stats.seconds for ip in ours.inner_products.values()) * 1e3
         opencv.setInput(x)
         want = opencv.forward().reshape(got.shape)
         results.append(dict(batch=batch, rates={k: max(v) for k, v in rounds.items()}, others=others,
-                            profile=profile, net=ours, host_ms=host_ms, error=float(np.abs(got - want).max())))
+                            profile=profile, net=ours, error=float(np.abs(got - want).max())))
 
     print(f"AlexNet float32, filler weights, {os.cpu_count()} CPUs; images/second, best of {args.rounds} rounds "
           f"of >= {args.seconds:g} s each (higher is better)")
@@ -240,7 +156,7 @@ def main():
         for label in ("ours, forward()", "ours, streamed"):
             print(f"  {label} / OpenCV forward(): {rates[label] / opencv_rate:.2f}x")
         net, cores = r["net"], r["net"].device.max_compute_units
-        print(f"  'ours, streamed' chose: device stages on " + (
+        print("  'ours, streamed' chose: device stages on " + (
             f"{cores - 1} of the {cores} cores, host layers on the last" if net.stream_split_cores.get(r["batch"])
             else f"all {cores} cores, shared with the host layers"))
         if r["batch"] in net.stream_timing:
@@ -251,13 +167,14 @@ def main():
             print("  (batch 1: every image goes through the whole net on its own; 'streamed' overlaps image k's "
                   "host inner products with image k+1's device stages)")
     for r in results:
-        net = r["net"]
         print(f"\nbatch {r['batch']}: device time per stage, fastest of 10 forward() calls (OpenCL events), ms")
-        for stage in net.plan.stages:
-            print(f"  {stage.name:8s} {r['profile'][stage.index] * 1e3:7.2f}")
-        print(f"  {'sum':8s} {sum(r['profile'].values()) * 1e3:7.2f}")
-        live = ", ".join(f"{name} {ip.stats.live_fraction:.2f}" for name, ip in net.inner_products.items())
-        print(f"  host inner products in one forward(): {r['host_ms']:.2f} ms; live input fraction {live}")
+        profile = r["profile"]
+        for name, seconds in profile.stage_s.items():
+            print(f"  {name:8s} {seconds * 1e3:7.2f}")
+        print(f"  {'sum':8s} {sum(profile.stage_s.values()) * 1e3:7.2f}")
+        live = ", ".join(f"{name} {fraction:.2f}" for name, fraction in profile.live_fraction.items())
+        print(f"  host inner products, fastest of 10: {sum(profile.host_s.values()) * 1e3:.2f} ms; live input "
+              f"fraction {live}")
         print(f"  max |prob - OpenCV prob|: {r['error']:.2e}")
 
 

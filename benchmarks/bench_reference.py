@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnfpga import reference
-from cnnfpga.caffe.writer import write_caffemodel
+from cnnfpga.bench import write_weights
 from cnnfpga.graph import load_graph
 
 DEFAULT_PROTOTXT = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "alexnet" / "deploy.prototxt"
@@ -40,7 +40,7 @@ def filler_caffemodel(prototxt: Path, cache: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no weights given": intended
             graph = load_graph(str(prototxt), seed=0)
-        write_caffemodel(path, graph.name, [(l.name, l.type, l.blobs) for l in graph.layers if l.blobs])
+        write_weights(graph, path)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB)")
     return path
 

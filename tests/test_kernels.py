@@ -104,6 +104,8 @@ def test_every_branch_ran_on_the_device(stage_run):
     assert [s.name for s in chain.stages] == ["chain_conv", "chain_pool", "chain_lrn", "chain_conv2"]
     fused = [s for s in net.plan.stages if s.name == "conv_relu"][0]
     assert fused.fused == ["relu_fused"] and fused.relu_slope == 0.25
+    # device time per stage, keyed by the stage's name: the fused ReLU's time counts with its convolution
+    assert set(net.stage_seconds) == {stage.name for stage in net.plan.stages} and "relu_fused" not in net.stage_seconds
     assert all(seconds > 0 for seconds in net.stage_seconds.values())
     assert_cycles_match_the_design(net, INPUT[0])
 

@@ -190,7 +190,9 @@ class DeviceNet:
                                and step.layer.spec.axis == 1}
         last_segment = max((i for i, step in enumerate(self.plan.steps) if isinstance(step, Segment)), default=-1)
         self.head, self.tail = self.plan.steps[:last_segment + 1], self.plan.steps[last_segment + 1:]
-        self.stage_seconds = {stage.index: 0.0 for stage in self.plan.stages}
+        # device seconds per stage from OpenCL events, summed over runs; keyed like saturation() and
+        # cycles() by the stage's name, its first layer's (a ReLU fused into a convolution adds to it)
+        self.stage_seconds = {stage.name: 0.0 for stage in self.plan.stages}
         self.buffers = {}
 
     def _describe_line(self, line: int):
@@ -514,7 +516,7 @@ class DeviceNet:
         """Wait for a started segment; its sink blob (and its stages' device times counted)."""
         run.read.wait()
         for index, event in run.events:
-            self.stage_seconds[index] += (event.profile.end - event.profile.start) * 1e-9
+            self.stage_seconds[self._stage_name(index)] += (event.profile.end - event.profile.start) * 1e-9
         last = run.segment.stages[-1]
         result = from_stream(run.out, last.out_shape[1], last.precision.outputs)
         return result.reshape((len(run.out),) + tuple(last.layer.out_shapes[0][1:]))
