@@ -320,7 +320,10 @@ def prepare(args) -> Classifier:
         print("note: pass --labels synset_words.txt to print ImageNet class names", file=sys.stderr)
     net.blobs[name].reshape(*((args.batch,) + net.blobs[name].data.shape[1:]))
     net.reshape()
-    net.executor   # build the device program now, so that the times below are the forwards alone
+    if net.backend == "opencl":   # build the program and run it once, so that the reported times are warm:
+        start = time.perf_counter()   # PoCL finishes compiling kernels at their first launch (seconds)
+        net.forward(**{name: np.zeros(net.blobs[name].data.shape, np.float32)})
+        log.info("first run (the device finishes building its kernels): %.2f s", time.perf_counter() - start)
     return Classifier(net, transformer, labels, args.top, args.batch)
 
 
@@ -345,6 +348,7 @@ def classify(args, client=None) -> int:
     """The command: every image once through the net, on this process or spread over a Dask cluster
     (`client`, or --scheduler ADDRESS)."""
     todo, problems = image_paths(args)
+    args.batch = max(1, min(args.batch, len(todo)))   # a few images: no padding to a batch of zeros
     if client is None and getattr(args, "scheduler", None):
         from .cluster import connect
         with connect(args.scheduler) as client:

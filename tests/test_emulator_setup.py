@@ -32,7 +32,7 @@ def fake_machine(monkeypatch, *platforms):
     """all_devices() answering one device for each (platform name, device name, type), in that order."""
     found = []
     for p, (platform_name, device_name, kind) in enumerate(platforms):
-        platform = SimpleNamespace(name=platform_name)
+        platform = SimpleNamespace(name=platform_name, vendor=platform_name.split()[0])
         found.append((p, 0, platform, SimpleNamespace(name=device_name, platform=platform, type=kind)))
     monkeypatch.setattr(device_module, "all_devices", lambda: found)
     monkeypatch.delenv("CNNFPGA_DEVICE", raising=False)

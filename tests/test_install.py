@@ -31,3 +31,9 @@ def test_installed_package_classifies_from_another_directory(tmp_path):
     for name in ["kernels/channels.h", "kernels/window.cl", "prototxt/nets.json", "prototxt/lenet.caffemodel",
                  "host/inner_product.py", "caffe/caffe.proto"]:
         assert (installed / name).is_file(), name
+    # the console script: `cnnfpga COMMAND`
+    script = target / "bin" / "cnnfpga"
+    assert script.is_file()
+    info = subprocess.run([str(script), "info", "--net", "lenet.prototxt"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert info.returncode == 0 and "conv1" in info.stdout and "2.3 M MACs" in info.stdout, info.stderr
