@@ -270,3 +270,24 @@ def test_balanced_designs_run_on_the_fpga_emulator(name, precision):
     assert "Emulation" in checked["device"]
     assert checked["ok"], checked["outputs"]
     assert checked["cycles_equal"], (checked["measured_cycles"], checked["model_cycles"])
+
+
+def test_pareto_lists_the_designs_no_other_beats_and_writes_the_fastest(tmp_path):
+    """Over several resource caps and both objectives: every listed design is beaten by no other in
+    latency, throughput and board share, smaller caps give slower designs, and the written design (the
+    lowest latency) runs through Net."""
+    out = tmp_path / "pareto"
+    done = run_design("--net", "cifar10_quick.prototxt", "--board", "arria10_gx1150", "--precision", "fixed16",
+                      "--objective", "pareto", "--batch", "16", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((out / "report.json").read_text())["pareto"]
+    assert len({row["max_util"] for row in rows}) >= 3 and "Pareto set" in done.stdout
+    key = lambda row: (row["latency_ms"], -row["throughput_img_s"], row["utilisation"])
+    for a in rows:
+        assert not any(all(x <= y for x, y in zip(key(b), key(a))) and key(b) != key(a) for b in rows)
+    assert [row["latency_ms"] for row in rows] == sorted(row["latency_ms"] for row in rows)
+    assert rows[-1]["utilisation"] < rows[0]["utilisation"] and rows[-1]["throughput_img_s"] < rows[0]["throughput_img_s"]
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "pareto.png").stat().st_size > 1000
+    net = cnnfpga.Net("cifar10_quick.prototxt", backend="opencl", design=str(out))
+    assert net.forward(data=np.ones(net.blobs["data"].data.shape, np.float32))["prob"].shape[1] == 10

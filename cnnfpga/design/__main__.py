@@ -25,6 +25,7 @@ from ..precision import load_calibration
 from . import balance as balancing
 from .boards import board_names, load_board
 from .model import evaluate
+from .pareto import explore, pareto_text, plot_pareto
 from .report import report_data, report_text, write_report
 from .store import save_design
 
@@ -42,7 +43,9 @@ def add_arguments(parser):
     parser.add_argument("--calibration", help="JSON file of {blob: max |x|} (cnnfpga.precision.save_calibration) "
                                               "choosing fixed-point fractional bits")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per launch (default 1)")
-    parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES)
+    parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES + ("pareto",),
+                        help="latency (default), throughput, or pareto: designs over several resource caps and "
+                             "both objectives, the non-dominated ones listed (pareto.png); the fastest is written")
     parser.add_argument("--max-util", type=finite_float, default=0.85, help="cap on every resource (default 0.85)")
     parser.add_argument("--fmax", type=positive_float, help="clock in MHz (default: the board file's)")
     parser.add_argument("--out", required=True, help="folder to write the design and its report to")
@@ -85,13 +88,20 @@ def design_net(args) -> dict:
     start = time.perf_counter()
     host_times = host_layer_times(plan, args.batch)
     log.info("balancing %d device stage(s) of %s on %s ...", len(plan.stages), os.path.basename(net_path), board.name)
-    design = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax,
-                               sum(host_times.values()))
+    front = None
+    if args.objective == "pareto":
+        front = explore(plan, board, args.batch, args.max_util, args.fmax, sum(host_times.values()))
+        design = front[0].design   # the lowest latency; the others are in the report
+    else:
+        design = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax,
+                                   sum(host_times.values()))
     evaluation = evaluate(design, board, args.batch, args.fmax, sum(host_times.values()))
     log.info("designed in %.1f s", time.perf_counter() - start)
     meta = {"net": net_path, "weights": weights, "precision": args.precision, "objective": args.objective,
             "max_util": args.max_util}
     data = report_data(evaluation, meta, {name: seconds * 1e3 for name, seconds in host_times.items()})
+    if front is not None:
+        data["pareto"] = [p.row() for p in front]
     if args.verify:
         from .verify import verify
         log.info("verifying on an OpenCL device (builds the design with loop counters) ...")
@@ -103,6 +113,9 @@ def design_net(args) -> dict:
                 row["model_cycles"] = checked["model_cycles"][row["name"]]
     source = codegen.generate(design.plan, design).source
     written = write_report(args.out, data, source)
+    if front is not None and plot_pareto(data["pareto"], f"{os.path.basename(net_path)} on {board.name}",
+                                         os.path.join(args.out, "pareto.png")):
+        written.append("pareto.png")
     save_design(design, args.out, net_path, {"board": board.name, "fmax_mhz": evaluation.fmax_mhz,
                                              "batch": args.batch, "objective": args.objective,
                                              "precision": args.precision})
@@ -113,6 +126,8 @@ def design_net(args) -> dict:
 def run(args) -> int:
     data = design_net(args)
     print(report_text(data), end="")
+    if "pareto" in data:
+        print(pareto_text(data["pareto"], data["batch"]), end="")
     if "verified" in data and not (data["verified"]["ok"] and data["verified"]["cycles_equal"]):
         print("error: verification failed", file=sys.stderr)
         return 1

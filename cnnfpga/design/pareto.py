@@ -1,0 +1,106 @@
+"""Design space exploration: balanced designs at several resource caps and for both objectives, and the
+ones no other design beats at once in latency (batch 1), throughput (at the batch asked for) and the
+share of the board they use (`cnnfpga design --objective pareto`).
+
+Every point is a balanced design (balance.py), so the set is deterministic. A smaller cap leaves room
+on the board (for another net, a wider BSP, or a second copy of the design) and costs speed; the two
+objectives trade the last stages' tails (latency) against the slowest stage (throughput).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import logging
+
+from ..errors import DesignError
+from .balance import OBJECTIVES, balance
+from .model import evaluate
+
+CAPS = (0.15, 0.25, 0.35, 0.5, 0.65, 0.85)   # resource caps explored, up to the one asked for
+log = logging.getLogger("cnnfpga")
+
+
+@dataclass
+class Point:
+    max_util: float              # the cap the design was balanced under
+    objective: str
+    latency_ms: float            # FPGA latency of one image (batch 1)
+    throughput: float            # images/s of the FPGA at the batch asked for
+    utilisation: float           # the largest share of any resource the design uses
+    binding: str                 # that resource
+    design: object
+
+    def beats(self, other: "Point") -> bool:
+        """No worse in all three and better in one."""
+        mine = (self.latency_ms, -self.throughput, self.utilisation)
+        theirs = (other.latency_ms, -other.throughput, other.utilisation)
+        return all(a <= b for a, b in zip(mine, theirs)) and mine != theirs
+
+    def row(self) -> dict:
+        return {"max_util": self.max_util, "objective": self.objective, "latency_ms": self.latency_ms,
+                "throughput_img_s": self.throughput, "utilisation": self.utilisation, "binding": self.binding}
+
+
+def point(design, board, batch: int, max_util: float, objective: str, fmax_mhz, host_seconds) -> Point:
+    single = evaluate(design, board, 1, fmax_mhz, host_seconds)
+    batched = evaluate(design, board, batch, fmax_mhz, host_seconds)
+    used = batched.utilisation()
+    binding = max(used, key=used.get)
+    return Point(max_util, objective, single.fpga_seconds * 1e3, batch / batched.fpga_seconds, used[binding],
+                 binding, design)
+
+
+def non_dominated(points: list) -> list:
+    """The points no other point beats, by latency (then throughput)."""
+    front = [p for p in points if not any(q.beats(p) for q in points)]
+    unique = {(p.latency_ms, p.throughput, p.utilisation): p for p in front}   # equal designs: keep one
+    return sorted(unique.values(), key=lambda p: (p.latency_ms, -p.throughput))
+
+
+def explore(plan, board, batch: int = 1, max_util: float = 0.85, fmax_mhz: float = None,
+            host_seconds: float = 0.0) -> list:
+    """The non-dominated designs of `plan` on `board` over CAPS (up to `max_util`) and both objectives."""
+    caps = sorted({cap for cap in CAPS if cap < max_util} | {max_util})
+    points = []
+    for cap in caps:
+        for objective in OBJECTIVES:
+            try:
+                design = balance(plan, board, batch, objective, cap, fmax_mhz, host_seconds)
+            except DesignError:   # the smallest design does not fit under this cap
+                continue
+            points.append(point(design, board, batch, cap, objective, fmax_mhz, host_seconds))
+            log.info("cap %.0f%%, %s: %.3f ms, %.0f images/s, %.0f%% of the %s", 100 * cap, objective,
+                     points[-1].latency_ms, points[-1].throughput, 100 * points[-1].utilisation, points[-1].binding)
+    if not points:
+        raise DesignError(f"no design fits on {board.name} under any cap up to {max_util:.0%}")
+    return non_dominated(points)
+
+
+def pareto_text(rows: list, batch: int) -> str:
+    lines = [f"Pareto set: {len(rows)} design(s) no other beats in latency, throughput at batch {batch} and "
+             f"board share", f"  {'cap':>5}  {'objective':10}  {'latency ms':>10}  {'images/s':>9}  {'share':>6}  binding"]
+    for row in rows:
+        lines.append(f"  {row['max_util']:>5.0%}  {row['objective']:10}  {row['latency_ms']:>10.3f}  "
+                     f"{row['throughput_img_s']:>9.1f}  {row['utilisation']:>6.0%}  {row['binding']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(rows: list, title: str, path) -> bool:
+    """Latency against throughput, each point labelled with its board share (matplotlib, if installed)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot([r["throughput_img_s"] for r in rows], [r["latency_ms"] for r in rows], "o-", color="#4a7ab0")
+    for row in rows:
+        axes.annotate(f"{row['utilisation']:.0%} {row['objective'][0]}", (row["throughput_img_s"], row["latency_ms"]),
+                      textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel("images/s (FPGA, at the batch asked for)")
+    axes.set_ylabel("latency, ms (batch 1)")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
