@@ -113,14 +113,16 @@ def build_program(context, devices: list, source: str, options: list, describe_l
     path = cache_dir() / f"{cache_key(source, options, device)}.bin"
     if path.is_file():
         try:
-            return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
+            with warnings.catch_warnings():   # the compiler's remarks on a build that worked
+                warnings.simplefilter("ignore", cl.CompilerWarning)
+                return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
         except cl.Error:
             path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
     log.info("compiling the OpenCL program for %s (the first build of a design can take a minute; it is cached "
              "in %s)", device.name.strip(), cache_dir())
     program = cl.Program(context, source)
     try:
-        with warnings.catch_warnings():   # a compiler's remarks on a build that worked are not the user's business
+        with warnings.catch_warnings():   # the compiler's remarks on a build that worked
             warnings.simplefilter("ignore", cl.CompilerWarning)
             program.build(options=options, devices=devices)
     except cl.Error as error:

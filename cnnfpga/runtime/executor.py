@@ -350,12 +350,24 @@ class DeviceNet:
         return bool(max(device_seconds * cores / (cores - 1), host_seconds) < shared)
 
     def _run(self, steps, values: dict, host_threads: int = 1, queue=None) -> dict:
+        """Run `steps` in order. A segment is only waited for when a later step reads its output, so
+        that independent segments (the branches of an inception module) are all on the device's queue
+        while the host reads back and converts the first one's output."""
+        started = {}   # sink key -> SegmentRun on the queue, not yet waited for
+
+        def value(key):
+            if key in started:
+                values[key] = self.finish_segment(started.pop(key))
+            return values[key]
+
         for step in steps:
             if isinstance(step, Segment):
-                values[step.sink] = self.run_segment(step, values[step.source], queue)
+                started[step.sink] = self.start_segment(step, value(step.source), queue)
             else:
-                outputs = self.run_host(step, [values[k] for k in step.inputs], host_threads)
+                outputs = self.run_host(step, [value(k) for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
+        for key in list(started):
+            value(key)
         return values
 
     def _finish(self, values: dict) -> dict:
