@@ -30,12 +30,14 @@ def resolve(path: str) -> str:
 
 
 def net_info(net_path: str) -> dict:
-    """Preprocessing facts for a bundled net (empty for other nets)."""
+    """Preprocessing facts for a bundled net (empty for other nets, whatever their file name)."""
+    if os.path.dirname(net_path) != str(bundled_folder()):   # as resolve() gives a bundled net's path
+        return {}
     table = json.loads((bundled_folder() / "nets.json").read_text())
     return dict(table.get(os.path.basename(net_path), {}))
 
 
 def bundled_weights(net_path: str):
-    """The bundled trained weights that go with a bundled net, or None."""
+    """The bundled trained weights that go with a bundled net, or None (any other net)."""
     name = net_info(net_path).get("weights")
     return str(bundled_folder() / name) if name else None

@@ -150,7 +150,7 @@ def read_labels(path, info) -> list:
     return labels if isinstance(labels, list) else None
 
 
-def calibration_input(spec: str, net, transformer, batch: int):
+def calibration_input(spec: str, net, transformer):
     """A statistics JSON file as it is, or the images `spec` names as one preprocessed array."""
     if spec.endswith(".json"):
         if not os.path.isfile(spec):
@@ -292,9 +292,10 @@ def print_result(result: Result, as_json: bool) -> None:
             print(f"  {probability:.4f}  {label}")
 
 
-def load_net(args, net_path: str, info: dict):
-    weights = args.weights or (bundled.bundled_weights(net_path) if info else None)
-    options = {"device": args.device, "precision": args.precision, "variant": args.variant}
+def load_net(args, net_path: str, calibration=None):
+    weights = args.weights or bundled.bundled_weights(net_path)
+    options = {"device": args.device, "precision": args.precision, "variant": args.variant,
+               "calibration": calibration}
     return Net(net_path, weights, backend=args.backend,
                **{key: value for key, value in options.items() if value is not None})
 
@@ -302,17 +303,15 @@ def load_net(args, net_path: str, info: dict):
 def prepare(args) -> Classifier:
     """The net, its preprocessing and labels from the command's options, built and checked."""
     net_path = bundled.resolve(args.net)
-    info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
+    info = bundled.net_info(net_path)
     labels = read_labels(args.labels, info)
-    net = load_net(args, net_path, info)
+    net = load_net(args, net_path)
     name, channels = image_input(net)
     prep = preprocessing(args, info, os.path.basename(net_path))
     transformer = make_transformer(net, prep)
     log.info("%s", prep.describe(channels))
-    if args.calibration:
-        net = Net(net.net_file, net.weights_file, backend=args.backend, **{
-            key: value for key, value in dict(net.device_options, calibration=calibration_input(
-                args.calibration, net, transformer, args.batch)).items() if value is not None})
+    if args.calibration:   # the images need the net's input shape and preprocessing: a second load
+        net = load_net(args, net_path, calibration_input(args.calibration, net, transformer))
     outputs = int(np.prod(net.blobs[net.outputs[-1]].data.shape[1:]))
     if labels is not None and len(labels) < outputs:
         raise InputError(f"{args.labels or 'the labels'}: names {len(labels)} classes, the net scores {outputs}")
@@ -328,7 +327,7 @@ def prepare(args) -> Classifier:
 
 
 def image_paths(args) -> tuple:
-    """(paths to classify, how many the --out file already has, problems): unreadable specs are printed."""
+    """(paths to classify, problems): the specs' images not yet in the --out file; problems are printed."""
     paths, problems = list_images(args.images)
     if not paths:   # every spec named nothing: the last one's problem is the run's error
         problems = problems or [(None, f"no images to classify ({', '.join(IMAGE_EXTENSIONS)})")]

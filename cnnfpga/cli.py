@@ -46,6 +46,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error: the usage block it prints by default buries what was wrong."""
 
@@ -82,8 +90,7 @@ def run_command(run, args) -> int:
 
 def module_main(module, prog: str, argv=None) -> int:
     """`python -m cnnfpga.<module>`: the same subcommand without the `cnnfpga` word."""
-    parser = ArgumentParser(prog=prog, description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return run_command(module.run, args)

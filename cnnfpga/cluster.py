@@ -16,7 +16,7 @@ from .errors import InputError
 # options of the command that the workers need to build the same classifier
 NET_OPTIONS = ("net", "weights", "backend", "variant", "device", "precision", "calibration", "mean", "channel_order",
                "raw_scale", "input_scale", "labels", "top", "batch")
-PATH_OPTIONS = ("weights", "labels", "calibration")   # relative paths made absolute for the workers
+PATH_OPTIONS = ("net", "weights", "labels", "calibration", "mean")   # relative paths made absolute for the workers
 BATCHES_PER_WORKER = 4   # in flight at once: enough to keep each worker busy, few enough to bound memory
 
 
@@ -33,13 +33,9 @@ def connect(address: str):
 
 def worker_settings(args) -> dict:
     settings = {name: getattr(args, name) for name in NET_OPTIONS}
-    for name in PATH_OPTIONS:
+    for name in PATH_OPTIONS:   # a bundled net's name or mean values name no file here and stay as they are
         if settings[name] and os.path.exists(settings[name]):
             settings[name] = os.path.abspath(settings[name])
-    if os.path.exists(settings["net"]):
-        settings["net"] = os.path.abspath(settings["net"])
-    if settings["mean"] and os.path.isfile(settings["mean"]):
-        settings["mean"] = os.path.abspath(settings["mean"])
     return settings
 
 

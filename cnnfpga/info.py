@@ -60,8 +60,7 @@ def table(rows: list) -> str:
 
 def run(args) -> int:
     net_path = bundled.resolve(args.net)
-    bundled_net = os.path.dirname(net_path) == str(bundled.bundled_folder())
-    weights = args.weights or (bundled.bundled_weights(net_path) if bundled_net else None)
+    weights = args.weights or bundled.bundled_weights(net_path)
     with warnings.catch_warnings():   # filler and calibration warnings say nothing about the counts
         warnings.simplefilter("ignore", UserWarning)
         graph = load_graph(net_path, weights, fill=weights is not None)   # counts need no filler values

@@ -577,8 +577,8 @@ def run(args) -> int:
     if args.device is not None and args.backend != "opencl":
         raise InputError("--device chooses the OpenCL device of --backend opencl")
     net_path = bundled.resolve(args.net)
-    info = bundled.net_info(net_path) if os.path.dirname(net_path) == str(bundled.bundled_folder()) else {}
-    weights = args.weights or (bundled.bundled_weights(net_path) if info else None)
+    info = bundled.net_info(net_path)
+    weights = args.weights or bundled.bundled_weights(net_path)
     net = Net(net_path, weights)
     name, channels = image_input(net)
     tuned_groups(net.graph)
@@ -589,7 +589,7 @@ def run(args) -> int:
     paths, labels = evaluation_files(args.eval_set, read_labels(args.labels, info), classes, args.limit)
     log.info("reading %d evaluation image(s) ...", len(paths))
     images = np.stack([transformer.preprocess(name, load_image(path, color=channels == 3)) for path in paths])
-    calibration = calibration_input(args.calibration, net, transformer, args.batch)
+    calibration = calibration_input(args.calibration, net, transformer)
     result = quantize_net(net_path, weights, calibration, images, labels, args.max_drop, args.bits_range,
                           args.backend, args.device, args.batch)
     result.save(args.out)

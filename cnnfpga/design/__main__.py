@@ -9,7 +9,6 @@ Makefile with the aoc command, and balance.png (cycles per stage) where matplotl
 --verify runs the design on an OpenCL device for one image, checks it against the golden model and
 adds the cycles every stage counted.
 """
-import argparse
 import logging
 import math
 import os
@@ -18,7 +17,7 @@ import time
 import warnings
 
 from .. import bundled, codegen
-from ..cli import finite_float, module_main, positive_int
+from ..cli import finite_float, module_main, positive_float, positive_int
 from ..graph import load_graph
 from ..placement import HostStep, place
 from ..precision import load_calibration
@@ -54,13 +53,6 @@ def add_arguments(parser):
     parser.add_argument("--device", help="OpenCL device for --verify (name substring or P:D; default as Net's)")
 
 
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
 def host_layer_times(plan, batch: int) -> dict:
     """Seconds of each host inner product at `batch` from the measured host model."""
     from .host_model import load_or_measure
@@ -74,8 +66,7 @@ def host_layer_times(plan, batch: int) -> dict:
 
 def design_net(args) -> dict:
     net_path = bundled.resolve(args.net)
-    bundled_net = os.path.dirname(net_path) == str(bundled.bundled_folder())
-    weights = args.weights or (bundled.bundled_weights(net_path) if bundled_net else None)
+    weights = args.weights or bundled.bundled_weights(net_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         graph = load_graph(net_path, weights)

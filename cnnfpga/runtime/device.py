@@ -1,6 +1,7 @@
 """Choosing an OpenCL device and building (or loading) the program for it, with a disk cache."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -45,9 +46,10 @@ def is_emulator(device) -> bool:
 
 def select_device(selector: str = None):
     """The device named by `selector` (or $CNNFPGA_DEVICE): "P:D" indices or a substring of the
-    platform's name or vendor or the device's name ("FPGA Emulation" picks Intel's emulator).  Without one: a real FPGA board,
-    else the first device that is not the emulator (it runs FPGA code on the host's CPU to check it, not
-    to be fast, so it is chosen by name), else the emulator when it is the only device."""
+    platform's name or vendor or the device's name ("FPGA Emulation" picks Intel's emulator).  Without
+    one: a real FPGA board, else the first device that is not the emulator (it runs FPGA code on the
+    host's CPU to check it, not to be fast, so it is chosen by name), else the emulator when it is the
+    only device."""
     selector = selector if selector is not None else os.environ.get("CNNFPGA_DEVICE")
     found = all_devices()
     if not found:
@@ -93,6 +95,15 @@ def cache_key(source: str, options: list, device) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+@contextlib.contextmanager
+def compiler_remarks_ignored():
+    """pyopencl warns of any compiler output, even on a build that worked; the user can do nothing with it
+    (a failed build's log goes into the DeviceError)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        yield
+
+
 def build_program(context, devices: list, source: str, options: list, describe_line=None, bitstream: str = None):
     """Build `source` for `devices` (a device and its sub-devices), reusing a cached binary of the
     same source and options; the first device names the cache entry.
@@ -113,8 +124,7 @@ def build_program(context, devices: list, source: str, options: list, describe_l
     path = cache_dir() / f"{cache_key(source, options, device)}.bin"
     if path.is_file():
         try:
-            with warnings.catch_warnings():   # the compiler's remarks on a build that worked
-                warnings.simplefilter("ignore", cl.CompilerWarning)
+            with compiler_remarks_ignored():
                 return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
         except cl.Error:
             path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
@@ -122,8 +132,7 @@ def build_program(context, devices: list, source: str, options: list, describe_l
              "in %s)", device.name.strip(), cache_dir())
     program = cl.Program(context, source)
     try:
-        with warnings.catch_warnings():   # the compiler's remarks on a build that worked
-            warnings.simplefilter("ignore", cl.CompilerWarning)
+        with compiler_remarks_ignored():
             program.build(options=options, devices=devices)
     except cl.Error as error:
         raise DeviceError(build_failure(program, device, error, describe_line)) from None

@@ -435,10 +435,6 @@ class DeviceNet:
         cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
-    def run_segment(self, segment: Segment, x: np.ndarray, queue=None) -> np.ndarray:
-        """One segment on a batch: x in, its sink blob out (queue: the device's own by default)."""
-        return self.finish_segment(self.start_segment(segment, x, queue))
-
     def start_segment(self, segment: Segment, x: np.ndarray, queue=None) -> "SegmentRun":
         """Enqueue a segment on a batch: the input copy, every stage, the output read.  Where channels
         are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
