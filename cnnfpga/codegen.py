@@ -316,3 +316,12 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         lines += [f"#undef {name}" for name in constants]
         code.last_line = len(lines)
     return Program("\n".join(lines) + "\n", codes)
+
+
+def program_sources(design) -> dict:
+    """{file name: aoc source} of every program of `design`: design.cl, or design_p1.cl, design_p2.cl,
+    ... for a partitioned design (one bitstream per partition)."""
+    plans = design.partition_plans()
+    if len(plans) == 1:
+        return {"design.cl": generate(design.plan, design).source}
+    return {f"design_p{k + 1}.cl": generate(plan, design).source for k, plan in enumerate(plans)}

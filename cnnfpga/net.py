@@ -205,24 +205,36 @@ class Net:
         from .design import default_design
         from .placement import place
         if self.design_dir is not None:
-            design = self.stored_design()
-            return codegen.generate(design.plan, design).source
+            sources = codegen.program_sources(self.stored_design())
+            if len(sources) > 1:
+                raise CnnfpgaError(f"{self.design_dir}: a design of {len(sources)} programs (partitions) has one "
+                                   f"source each: use opencl_sources()")
+            return sources["design.cl"]
         options = self.device_options
         plan = place(self.graph, options["precision"], calibration_statistics(self.graph, options["calibration"]))
         return codegen.generate(plan, default_design(plan, options["parallelism"])).source
+
+    def opencl_sources(self) -> dict:
+        """{file name: source} of every program: design.cl, or design_p1.cl, design_p2.cl, ... for a
+        design= folder of several partitions (one bitstream each)."""
+        from . import codegen
+        if self.design_dir is not None:
+            return codegen.program_sources(self.stored_design())
+        return {"design.cl": self.opencl_source()}
 
     def stored_design(self):
         """The design in the design= folder, for this net: exactly what its design.cl describes."""
         from pathlib import Path
 
         from . import codegen
-        from .design.store import SOURCE_FILE, load_design
+        from .design.store import load_design
         from .errors import DesignError
         design = load_design(self.design_dir, self.graph)
-        written = Path(self.design_dir) / SOURCE_FILE
-        if written.is_file() and written.read_text() != codegen.generate(design.plan, design).source:
-            raise DesignError(f"{written}: differs from the source design.json gives (edited, or written by another "
-                              f"cnnfpga version); run python -m cnnfpga.design again")
+        for name, source in codegen.program_sources(design).items():
+            written = Path(self.design_dir) / name
+            if written.is_file() and written.read_text() != source:
+                raise DesignError(f"{written}: differs from the source design.json gives (edited, or written by "
+                                  f"another cnnfpga version); run python -m cnnfpga.design again")
         return design
 
     # -- running -----------------------------------------------------------------------------------

@@ -294,6 +294,31 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
 
 # ------------------------------------------------------------------------------------- placement
 
+def cut_at(plan: Plan, first_stages) -> Plan:
+    """`plan` with a segment starting at each device stage in `first_stages` (indices): where a
+    segment streamed into such a stage, its first part now writes the stream to DDR (the key
+    '<blob>@cut<index>', in the stream's format, so nothing is rounded) and the second part reads
+    it back.  A reconfiguration partition or the next board of a chain starts at such a stage."""
+    starts = set(first_stages)
+    steps, blob_names = [], dict(plan.blob_names)
+    for step in plan.steps:
+        if not isinstance(step, Segment):
+            steps.append(step)
+            continue
+        part = Segment([], step.source)
+        for stage in step.stages:
+            if stage.index in starts and part.stages:
+                key = f"{part.stages[-1].layer.tops[0]}@cut{stage.index}"
+                blob_names[key] = part.stages[-1].layer.tops[0]
+                part.sink = key
+                steps.append(part)
+                part = Segment([], key)
+            part.stages.append(stage)
+        part.sink = step.sink
+        steps.append(part)
+    return replace(plan, steps=steps, blob_names=blob_names)
+
+
 def place(graph, precision="float", stats: dict = None) -> Plan:
     """Split `graph` into device segments and host steps.
 

@@ -1,5 +1,7 @@
 """Shared test helpers. Real models and data live read-only in ../shared beside the repository."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,9 @@ def assert_bit_exact(net, got: dict, golden) -> None:
     counts = net.saturation()
     checked = [stage.name for segment in plan.segments if segment not in host_fed for stage in segment.stages]
     assert {name: counts[name] for name in checked} == {name: golden.saturation[name] for name in checked}
+
+
+def run_design(*args):
+    """`python -m cnnfpga.design ARGS`, output captured."""
+    return subprocess.run([sys.executable, "-m", "cnnfpga.design", *args], capture_output=True, text=True,
+                          timeout=600)

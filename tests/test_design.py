@@ -2,8 +2,6 @@
 AlexNet for the bundled boards, the design command, and a design folder run through Net."""
 import importlib.util
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,7 +19,7 @@ from cnnfpga.errors import DesignError
 from cnnfpga.precision import storage_bits
 from cnnfpga.placement import place
 
-from conftest import deepen_channels, filler_graph, require_emulator, shared_path
+from conftest import deepen_channels, filler_graph, require_emulator, run_design, shared_path
 
 A10 = load_board("arria10_gx1150")
 
@@ -159,11 +157,6 @@ def test_alexnet_does_not_fit_a_cyclone_v_and_says_by_how_much(alexnet):
 
 
 # ------------------------------------------------------------------------------- the command
-
-def run_design(*args):
-    return subprocess.run([sys.executable, "-m", "cnnfpga.design", *args], capture_output=True, text=True,
-                          timeout=600)
-
 
 def test_design_command_writes_the_report_source_and_design_and_verifies(tmp_path):
     out = tmp_path / "lenet_a10"

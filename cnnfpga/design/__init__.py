@@ -35,6 +35,11 @@ class Design:
     stages: dict                                  # stage index -> StageDesign
     channel_depths: dict = field(default_factory=dict)   # channel "ch_i_j" -> FIFO depth in words
     board: object = None                          # the Board it was sized for (None: no board)
+    # stage indices of each partition, in order (cnnfpga.design.partitions; () is one program): each
+    # partition is its own program, run in turn on one board (fpgas 1: reconfigured between them)
+    # or each on its own board of a chain (fpgas = the number of partitions)
+    partitions: tuple = ()
+    fpgas: int = 1
 
     def __post_init__(self):
         self._schedules = {}
@@ -49,7 +54,11 @@ class Design:
         return self._schedules[key]
 
     def check(self) -> None:
-        """Every stage's parallelism valid for its layer, and every stream as wide at both ends."""
+        """Every stage's parallelism valid for its layer, every stream as wide at both ends, and the
+        partitions on one board or one board each."""
+        if self.partitions and self.fpgas not in (1, len(self.partitions)):
+            raise DesignError(f"{len(self.partitions)} partitions run on one board in turn or on "
+                              f"{len(self.partitions)} boards, not on {self.fpgas}")
         for segment in self.plan.segments:
             for k, stage in enumerate(segment.stages):
                 kind(stage).check(stage, self.of(stage))
@@ -60,6 +69,24 @@ class Design:
 
     def describe(self) -> str:
         return self.plan.describe(parallelism=lambda stage: self.of(stage).describe())
+
+    def partition_stages(self) -> list:
+        """The stage indices of each program (one list for an unpartitioned design)."""
+        return [list(p) for p in self.partitions] or [[stage.index for stage in self.plan.stages]]
+
+    def partition_plans(self) -> list:
+        """One plan per program: the segments of that partition (for codegen and balancing)."""
+        if not self.partitions:
+            return [self.plan]
+        return [replace(self.plan, steps=[s for s in self.plan.segments if s.stages[0].index in set(indices)])
+                for indices in self.partitions]
+
+    def links(self) -> set:
+        """Stages that start a partition in the middle of a stream (their input crosses a board link
+        in a chain, or DDR between reconfigurations)."""
+        keys = {segment.sink for segment in self.plan.segments}
+        return {segment.stages[0].index for segment in self.plan.segments
+                if segment.source in keys and "@cut" in segment.source}
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

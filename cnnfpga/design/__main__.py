@@ -18,12 +18,14 @@ import warnings
 
 from .. import bundled, codegen
 from ..cli import finite_float, module_main, positive_float, positive_int
+from ..errors import DesignError
 from ..graph import load_graph
 from ..placement import HostStep, place
 from ..precision import load_calibration
 from . import balance as balancing
 from .boards import board_names, load_board
 from .model import evaluate
+from .partitions import design_partitions, pays_from_batch
 from .pareto import explore, pareto_text, plot_pareto
 from .report import report_data, report_text, write_report
 from .store import save_design
@@ -45,12 +47,24 @@ def add_arguments(parser):
     parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES + ("pareto",),
                         help="latency (default), throughput, or pareto: designs over several resource caps and "
                              "both objectives, the non-dominated ones listed (pareto.png); the fastest is written")
+    parser.add_argument("--partitions", type=partition_count,
+                        help="split the device stages into this many programs run in turn on one board, which is "
+                             "reconfigured between them (each runs the whole batch), or 'auto': the fewest that "
+                             "fit, or more where the objective gains (default: one program)")
+    parser.add_argument("--fpgas", type=positive_int, default=1,
+                        help="boards in series: one partition each, streaming to the next over the board-to-board "
+                             "link (default 1)")
     parser.add_argument("--max-util", type=finite_float, default=0.85, help="cap on every resource (default 0.85)")
     parser.add_argument("--fmax", type=positive_float, help="clock in MHz (default: the board file's)")
     parser.add_argument("--out", required=True, help="folder to write the design and its report to")
     parser.add_argument("--verify", action="store_true",
                         help="run the design on an OpenCL device and check outputs and cycles")
     parser.add_argument("--device", help="OpenCL device for --verify (name substring or P:D; default as Net's)")
+
+
+def partition_count(text: str):
+    """argparse type of --partitions: a positive count or 'auto'."""
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def host_layer_times(plan, batch: int) -> dict:
@@ -80,19 +94,34 @@ def design_net(args) -> dict:
     host_times = host_layer_times(plan, args.batch)
     log.info("balancing %d device stage(s) of %s on %s ...", len(plan.stages), os.path.basename(net_path), board.name)
     front = None
+    host_seconds = sum(host_times.values())
+    partitions = args.partitions or (args.fpgas if args.fpgas > 1 else None)
+    if args.fpgas > 1 and args.partitions not in (None, args.fpgas):
+        raise DesignError(f"--fpgas {args.fpgas} puts one partition on each board: leave --partitions out")
+    if args.objective == "pareto" and partitions:
+        raise DesignError("--objective pareto explores one-program designs: leave --partitions and --fpgas out")
     if args.objective == "pareto":
-        front = explore(plan, board, args.batch, args.max_util, args.fmax, sum(host_times.values()))
+        front = explore(plan, board, args.batch, args.max_util, args.fmax, host_seconds)
         design = front[0].design   # the lowest latency; the others are in the report
+    elif partitions:
+        design = design_partitions(plan, board, partitions, args.fpgas, args.batch, args.objective, args.max_util,
+                                   args.fmax, host_seconds)
     else:
-        design = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax,
-                                   sum(host_times.values()))
-    evaluation = evaluate(design, board, args.batch, args.fmax, sum(host_times.values()))
+        try:
+            design = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax,
+                                       host_seconds)
+        except DesignError as error:
+            raise DesignError(f"{error}; --partitions auto splits the net into programs that each fit "
+                              f"(the board reconfigured between them), --fpgas N over N boards") from None
+    evaluation = evaluate(design, board, args.batch, args.fmax, host_seconds)
     log.info("designed in %.1f s", time.perf_counter() - start)
     meta = {"net": net_path, "weights": weights, "precision": args.precision, "objective": args.objective,
             "max_util": args.max_util}
     data = report_data(evaluation, meta, {name: seconds * 1e3 for name, seconds in host_times.items()})
     if front is not None:
         data["pareto"] = [p.row() for p in front]
+    if len(design.partition_stages()) > 1 and design.fpgas == 1:
+        data["partitioning_pays_from_batch"] = partitioning_pays(plan, board, design, args)
     if args.verify:
         from .verify import verify
         log.info("verifying on an OpenCL device (builds the design with loop counters) ...")
@@ -102,8 +131,7 @@ def design_net(args) -> dict:
             if row["name"] in checked["measured_cycles"]:
                 row["measured_cycles"] = checked["measured_cycles"][row["name"]]
                 row["model_cycles"] = checked["model_cycles"][row["name"]]
-    source = codegen.generate(design.plan, design).source
-    written = write_report(args.out, data, source)
+    written = write_report(args.out, data, codegen.program_sources(design))
     if front is not None and plot_pareto(data["pareto"], f"{os.path.basename(net_path)} on {board.name}",
                                          os.path.join(args.out, "pareto.png")):
         written.append("pareto.png")
@@ -112,6 +140,16 @@ def design_net(args) -> dict:
                                              "precision": args.precision})
     log.info("wrote %s to %s", ", ".join(written + ["design.json"]), args.out)
     return data
+
+
+def partitioning_pays(plan, board, design, args):
+    """The batch from which `design` (partitions on one board) beats the one-program design per image,
+    0 where it never does, or None where one program does not fit."""
+    try:
+        single = balancing.balance(plan, board, args.batch, args.objective, args.max_util, args.fmax)
+    except DesignError:
+        return None
+    return pays_from_batch(single, design, board, args.fmax)
 
 
 def run(args) -> int:

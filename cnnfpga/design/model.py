@@ -18,8 +18,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from ..errors import DesignError
 from ..precision import Fixed, storage_bits
-from . import kind
+from . import channel_name, kind
 from .boards import logic_multiplier_cost, multipliers_per_block
 from .cost import DDR_PORT_LOGIC, memory_cost
 from .stage import Resources, ceil_div
@@ -44,8 +45,11 @@ class Evaluation:
     stages: list                                    # StageCost per device stage, in plan order
     channels: dict = field(default_factory=dict)    # channel name -> (RAM blocks, logic)
     totals: Resources = None
-    segment_cycles: list = field(default_factory=list)   # cycles of each segment for the batch
+    segment_cycles: list = field(default_factory=list)   # cycles of each timing group for the batch
     host_seconds: float = 0.0
+    groups: list = field(default_factory=list)           # timing_groups(design)
+    links: dict = field(default_factory=dict)            # stage index -> Link (a chain's boards)
+    partition_totals: list = field(default_factory=list)  # Resources of each partition's program
 
     # -- resources -------------------------------------------------------------------------------
     def capacity(self, resource: str) -> int:
@@ -66,20 +70,31 @@ class Evaluation:
     # -- time ------------------------------------------------------------------------------------
     @property
     def interval_cycles(self) -> int:
-        """Cycles per image with images streaming back to back: each segment's slowest stage."""
+        """Cycles per image with images streaming back to back: each timing group's slowest stage (or
+        link), the groups one after another."""
+        iters = {cost.stage.index: cost.schedule.image_iters for cost in self.stages}
         total = 0
-        for segment in self.design.plan.segments:
-            total += max(cost.schedule.image_iters for cost in self.stages if cost.stage in segment.stages)
+        for group in self.groups:
+            total += max(max(iters[stage.index] for stage in group),
+                         max((link_cycles(self.design, stage, self.links[stage.index])
+                              for stage in group if stage.index in self.links), default=0))
         return total
 
     @property
     def fpga_cycles(self) -> int:
-        """Cycles for a batch: from its first input word to its last output word, weights loaded first."""
+        """Cycles for a batch: from its first input word to its last output word, weights loaded first
+        (reconfigurations not included)."""
         return sum(self.segment_cycles)
 
     @property
+    def reconfigurations(self) -> int:
+        """Device reconfigurations per batch: every partition loaded in turn on one board."""
+        partitions = len(self.design.partition_stages())
+        return partitions if partitions > 1 and self.design.fpgas == 1 else 0
+
+    @property
     def fpga_seconds(self) -> float:
-        return self.fpga_cycles / (self.fmax_mhz * 1e6)
+        return self.fpga_cycles / (self.fmax_mhz * 1e6) + self.reconfigurations * self.board.reconfiguration_s
 
     @property
     def macs(self) -> int:
@@ -98,7 +113,7 @@ class Evaluation:
                 if in_logic:
                     multipliers += self.board.logic.count / in_logic
                 seconds += cost.macs / multipliers / (self.fmax_mhz * 1e6)
-        return seconds
+        return seconds / self.design.fpgas
 
     def ddr_fraction(self) -> float:
         """The share of the board's DDR bandwidth a batch uses: its inputs and outputs and the weights
@@ -122,6 +137,10 @@ class Evaluation:
             "bound_ms": self.bound_seconds() * 1e3,
             "efficiency": self.bound_seconds() / per_image,
             "interval_efficiency": self.bound_seconds() / (self.interval_cycles / (self.fmax_mhz * 1e6)),
+            "partitions": len(self.design.partition_stages()),
+            "fpgas": self.design.fpgas,
+            "reconfigurations": self.reconfigurations,
+            "reconfiguration_ms": self.reconfigurations * self.board.reconfiguration_s * 1e3,
         }
 
 
@@ -157,7 +176,7 @@ def segment_port_logic(plan) -> int:
 def segment_cycles(design, segment, batch: int) -> int:
     """Cycles from a segment's launch to its last output word for `batch` images (see the module
     docstring for the model)."""
-    return run_segment(design, segment, batch)[0]
+    return run_stages(design, segment.stages, batch)[0]
 
 
 def first_input_cycles(design, segment) -> dict:
@@ -165,17 +184,29 @@ def first_input_cycles(design, segment) -> dict:
     segment but the first, were no weights loaded at the launch.  A stage loads its weights before it
     reads, so loads done by then delay nothing (not even the producer, which could otherwise fill
     the channel and wait)."""
-    return run_segment(design, segment, 1, loads=False)[1]
+    return run_stages(design, segment.stages, 1, loads=False)[1]
 
 
-def run_segment(design, segment, batch: int, loads: bool = True) -> tuple:
-    """(cycles to the last output word, {stage index: cycle its producer writes its first word})."""
+@dataclass(frozen=True)
+class Link:
+    """A board-to-board link into a stage (the next board of a chain): words arrive no faster than
+    its bandwidth allows and `latency` cycles after they are written."""
+    latency: float             # cycles
+    bytes_per_cycle: float
+    word_bytes: int            # bytes of one word of the stream it carries
+
+
+def run_stages(design, stages, batch: int, loads: bool = True, links: dict = None) -> tuple:
+    """(cycles to the last output word, {stage index: cycle its producer writes its first word}) of
+    `stages` streaming into one another; links: {stage index: Link} where a stage reads its
+    producer's stream over a link."""
     producer = None     # (phase end times, cumulative writes at each phase end) of the previous stage
     end = 0
     first_inputs = {}
-    for stage in segment.stages:
+    for stage in stages:
         schedule = design.schedule(stage)
         t = schedule.launch_iters if loads else 0
+        arrived = time_written if not links or stage.index not in links else link_arrival(links[stage.index])
         reads_done, ends, written = 0, [], []
         total_written = 0
         for _ in range(batch):
@@ -183,8 +214,8 @@ def run_segment(design, segment, batch: int, loads: bool = True) -> tuple:
                 finish = t + iters
                 if producer is not None and reads:
                     reads_done += reads
-                    first_inputs.setdefault(stage.index, time_written(producer, 1))
-                    finish = max(finish, time_written(producer, reads_done) + iters - reads + 1)
+                    first_inputs.setdefault(stage.index, arrived(producer, 1))
+                    finish = max(finish, arrived(producer, reads_done) + iters - reads + 1)
                 t = finish
                 total_written += writes
                 ends.append(t)
@@ -192,6 +223,16 @@ def run_segment(design, segment, batch: int, loads: bool = True) -> tuple:
         producer = (ends, written, schedule)
         end = t
     return end, first_inputs
+
+
+def link_arrival(link: Link):
+    """When `words` of the producer's stream have crossed `link`: written, sent no faster than the
+    link's bandwidth from the first word on, and the link's latency later."""
+    def arrived(producer, words: int) -> float:
+        first = time_written(producer, 1)
+        return max(time_written(producer, words), first + words * link.word_bytes / link.bytes_per_cycle) + \
+            link.latency
+    return arrived
 
 
 def time_written(producer, words: int) -> float:
@@ -207,28 +248,85 @@ def time_written(producer, words: int) -> float:
     return start_time + (ends[i] - start_time) * (words - before) / in_phase
 
 
+def timing_groups(design) -> list:
+    """The stage lists the pipeline model runs one after another: each segment, except that on a chain
+    of boards a segment starting a partition mid-stream runs at once with the one before it."""
+    linked = design.links() if design.fpgas > 1 else set()
+    groups = []
+    for segment in design.plan.segments:
+        if groups and segment.stages[0].index in linked:
+            groups[-1] = groups[-1] + list(segment.stages)
+        else:
+            groups.append(list(segment.stages))
+    return groups
+
+
+def chain_links(design, board, fmax_mhz: float, groups: list) -> dict:
+    """{stage index: Link} for the stages a chain of boards feeds over the board-to-board link."""
+    links = {}
+    for group in groups:
+        for producer, consumer in zip(group, group[1:]):
+            if consumer.index in design.links():
+                word_bytes = design.of(producer).width_out * storage_bits(producer.precision.outputs) // 8
+                links[consumer.index] = Link(board.link_latency_us * fmax_mhz, board.link_gbs * 1e3 / fmax_mhz,
+                                             word_bytes)
+    return links
+
+
+def link_cycles(design, stage, link: Link) -> float:
+    """Cycles per image the link into `stage` needs for the stream it carries."""
+    _, c, h, w = stage.in_shape
+    return h * w * ceil_div(c, design.of(stage).width_in) * link.word_bytes / link.bytes_per_cycle
+
+
 def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds: float = 0.0) -> Evaluation:
-    """Cycles, resources and predictions of `design` on `board` at `batch` images per launch."""
+    """Cycles, resources and predictions of `design` on `board` at `batch` images per launch.  A
+    partitioned design's totals are its largest partition's (each program has the board to itself)."""
     fmax = fmax_mhz or board.fmax_mhz
-    costs = []
+    if design.fpgas > 1 and not board.link_gbs:
+        raise DesignError(f"{board.name} has no board-to-board link (link_gbs 0): it cannot be chained")
+    costs = {}
     for stage in design.plan.stages:
         schedule = design.schedule(stage)
         resources = kind(stage).resources(stage, design.of(stage), schedule, board)
-        costs.append(StageCost(stage, schedule, resources, stage_macs(stage)))
+        costs[stage.index] = StageCost(stage, schedule, resources, stage_macs(stage))
     channels = channel_costs(design, board)
-    totals = Resources()
-    for cost in costs:
-        totals = totals + cost.resources
-    totals.ram_blocks += sum(blocks for blocks, _ in channels.values())
-    totals.logic += sum(logic for _, logic in channels.values())
-    totals.logic += segment_port_logic(design.plan)
-    for segment in design.plan.segments:
-        first, last = segment.stages[0], segment.stages[-1]
-        totals.ddr_bytes_per_image += ddr_bytes(first, design.of(first).width_in, first.in_shape, first.precision.inputs)
-        totals.ddr_bytes_per_image += ddr_bytes(last, design.of(last).width_out, last.out_shape, last.precision.outputs)
-    evaluation = Evaluation(design, board, batch, fmax, costs, channels, totals, host_seconds=host_seconds)
-    evaluation.segment_cycles = [segment_cycles(design, segment, batch) for segment in design.plan.segments]
+    groups = timing_groups(design)
+    links = chain_links(design, board, fmax, groups) if design.fpgas > 1 else {}
+    partition_totals = []
+    for plan in design.partition_plans():
+        totals = Resources()
+        for stage in plan.stages:
+            totals = totals + costs[stage.index].resources
+        for segment in plan.segments:
+            for producer, consumer in zip(segment.stages, segment.stages[1:]):
+                blocks, logic = channels[channel_name(producer, consumer)]
+                totals.ram_blocks += blocks
+                totals.logic += logic
+            first, last = segment.stages[0], segment.stages[-1]
+            if first.index not in links:
+                totals.ddr_bytes_per_image += ddr_bytes(first, design.of(first).width_in, first.in_shape,
+                                                        first.precision.inputs)
+            if not any(next_stage.index in links for next_stage in successors(design, last)):
+                totals.ddr_bytes_per_image += ddr_bytes(last, design.of(last).width_out, last.out_shape,
+                                                        last.precision.outputs)
+        totals.logic += segment_port_logic(plan)
+        partition_totals.append(totals)
+    totals = Resources(*(max(getattr(t, name) for t in partition_totals)
+                         for name in ("multipliers", "dsp", "ram_blocks", "logic")),
+                       sum(t.ddr_bytes_per_image for t in partition_totals),
+                       sum(t.ddr_bytes_per_launch for t in partition_totals))
+    evaluation = Evaluation(design, board, batch, fmax, [costs[stage.index] for stage in design.plan.stages],
+                            channels, totals, host_seconds=host_seconds, groups=groups, links=links,
+                            partition_totals=partition_totals)
+    evaluation.segment_cycles = [run_stages(design, group, batch, links=links)[0] for group in groups]
     return evaluation
+
+
+def successors(design, stage) -> list:
+    """The first stages of segments reading what `stage` writes at the end of its segment."""
+    sink = next(segment.sink for segment in design.plan.segments if segment.stages[-1] is stage)
+    return [segment.stages[0] for segment in design.plan.segments if segment.source == sink]
 
 
 def ddr_bytes(stage, width: int, shape, fmt) -> int:

@@ -23,6 +23,7 @@ NAMES = {"dsp": "DSP blocks", "ram_blocks": "RAM blocks", "logic": "logic"}
 def layer_rows(evaluation, host_times: dict) -> list:
     """One row per layer of the net: device stages with their costs, layers fused into them, host layers."""
     plan, design = evaluation.design.plan, evaluation.design
+    partition_of = {index: k + 1 for k, indices in enumerate(design.partition_stages()) for index in indices}
     costs = {cost.stage.index: cost for cost in evaluation.stages}
     interval = evaluation.interval_cycles
     rows = []
@@ -39,6 +40,7 @@ def layer_rows(evaluation, host_times: dict) -> list:
             if stage.kind == "conv":
                 parallelism.update(ci=sd.ci, co=sd.co, f=sd.f, weights=sd.weights)
             rows.append({"name": stage.name, "type": stage.layer.type, "location": "fpga", "stage": stage.index,
+                         "partition": partition_of[stage.index],
                          "parallelism": parallelism, "describe": sd.describe(),
                          "cycles": cost.schedule.image_iters, "launch_cycles": cost.schedule.launch_iters,
                          "share": cost.schedule.image_iters / interval, "macs": cost.macs,
@@ -72,6 +74,11 @@ def report_data(evaluation, meta: dict, host_times: dict) -> dict:
                    "board": {"dsp": board.dsp.blocks, "ram_blocks": board.ram.blocks, "logic": board.logic.count},
                    "units": {"dsp": board.dsp.unit, "ram_blocks": board.ram.unit, "logic": board.logic.unit}},
         "binding_resource": evaluation.binding(),
+        "partitions": [{"stages": [stage.name for stage in p.stages], "dsp": t.dsp, "ram_blocks": t.ram_blocks,
+                        "logic": t.logic, "dsp_fraction": t.dsp / board.dsp.blocks,
+                        "ram_blocks_fraction": t.ram_blocks / board.ram.blocks,
+                        "logic_fraction": t.logic / board.logic.count}
+                       for p, t in zip(evaluation.design.partition_plans(), evaluation.partition_totals)],
         "ddr": {"bytes_per_image": totals.ddr_bytes_per_image, "bytes_per_launch": totals.ddr_bytes_per_launch,
                 "board_gbs": board.ddr_gbs},
         "predicted": evaluation.predicted(),
@@ -97,7 +104,9 @@ def report_text(data: dict) -> str:
         elif "fused_into" in row:
             rows.append((row["name"], "", f"fused into {row['fused_into']}", "", "", "", "", "", "", ""))
         else:
-            rows.append((row["name"], row["type"], f"fpga stage {row['stage']}", row["describe"], number(row["cycles"]),
+            where = f"fpga {row['partition']} stage {row['stage']}" if len(data["partitions"]) > 1 else \
+                f"fpga stage {row['stage']}"
+            rows.append((row["name"], row["type"], where, row["describe"], number(row["cycles"]),
                          f"{row['share']:.0%}", number(row["dsp"]), number(row["ram_blocks"]), number(row["logic"]), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
@@ -107,13 +116,15 @@ def report_text(data: dict) -> str:
              f"totals: {t['dsp']:,} {units['dsp']} ({t['dsp_fraction']:.1%}), {t['ram_blocks']:,} {units['ram_blocks']} "
              f"({t['ram_blocks_fraction']:.1%}; channel FIFOs {t['channel_ram_blocks']:,}), {t['logic']:,} "
              f"{units['logic']} ({t['logic_fraction']:.1%}); binding: {NAMES[data['binding_resource']]}",
+             *partition_lines(data),
              f"interval {p['interval_cycles']:,} cycles per image ({p['interval_cycles'] / data['fmax_mhz'] / 1e3:.3f} ms); "
              f"a batch of {data['batch']}: {p['batch_cycles']:,.0f} cycles",
              f"FPGA latency {p['latency_ms']:.3f} ms, host inner products {p['host_latency_ms']:.3f} ms, "
              f"end to end {p['end_to_end_latency_ms']:.3f} ms",
              f"throughput {p['throughput_img_s']:,.1f} images/s (FPGA alone {p['fpga_throughput_img_s']:,.1f}), "
              f"{p['gops']:,.1f} GOp/s",
-             f"physical bound {p['bound_ms']:.3f} ms per image (every MAC on all the board's multipliers at fmax): "
+             f"physical bound {p['bound_ms']:.3f} ms per image (every MAC on all the "
+             f"{'board' if p['fpgas'] == 1 else str(p['fpgas']) + ' boards'}'s multipliers at fmax): "
              f"efficiency {p['efficiency']:.0%} of the batch's time, {p['interval_efficiency']:.0%} of the interval",
              f"DDR: {data['ddr']['bytes_per_image']:,} bytes per image, {data['ddr']['bytes_per_launch']:,} per launch: "
              f"{p['ddr_fraction']:.1%} of the board's {data['ddr']['board_gbs']:g} GB/s"]
@@ -124,14 +135,44 @@ def report_text(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def makefile_text(data: dict) -> str:
-    return (f"# Build the aoc design of {data['net']} for {data['board']} ({data['device']}).\n"
-            "# BOARD is your board support package's board name (aoc -list-boards).\n"
-            "BOARD ?= set-your-bsp-board-name\n\n"
-            "design.aocx: design.cl\n"
-            "\taoc -v -report -board=$(BOARD) design.cl -o design.aocx\n\n"
-            "emulate: design.cl\n"
-            "\taoc -march=emulator -v design.cl -o design_emulator.aocx\n")
+def partition_lines(data: dict) -> list:
+    """What a partitioned design adds to the report: how its programs run and what each uses."""
+    parts, p, units = data["partitions"], data["predicted"], data["totals"]["units"]
+    if len(parts) == 1:
+        return []
+    if p["fpgas"] > 1:
+        lines = [f"partitions: {len(parts)} boards in series, each streaming to the next over the board-to-board "
+                 f"link; totals are the largest board's"]
+    else:
+        pays = data.get("partitioning_pays_from_batch")
+        pays = ("" if "partitioning_pays_from_batch" not in data else
+                "; one program does not fit" if pays is None else
+                "; never faster per image than one program" if pays == 0 else
+                f"; faster per image than one program from a batch of {pays}")
+        lines = [f"partitions: {len(parts)} programs in turn on one board, reconfigured {p['reconfigurations']} times "
+                 f"per batch ({p['reconfiguration_ms']:,.0f} ms, in the latency){pays}; totals are the largest "
+                 f"partition's"]
+    for k, part in enumerate(parts):
+        lines.append(f"  partition {k + 1}: {part['stages'][0]} .. {part['stages'][-1]}: {part['dsp']:,} {units['dsp']} "
+                     f"({part['dsp_fraction']:.1%}), {part['ram_blocks']:,} {units['ram_blocks']} "
+                     f"({part['ram_blocks_fraction']:.1%}), {part['logic']:,} {units['logic']} "
+                     f"({part['logic_fraction']:.1%})")
+    return lines
+
+
+def makefile_text(data: dict, sources: list) -> str:
+    lines = [f"# Build the aoc design of {data['net']} for {data['board']} ({data['device']}),",
+             "# one bitstream per program. BOARD is your board support package's board name (aoc -list-boards).",
+             "BOARD ?= set-your-bsp-board-name", "",
+             "all: " + " ".join(name[:-3] + ".aocx" for name in sources), ""]
+    for name in sources:
+        stem = name[:-3]
+        lines += [f"{stem}.aocx: {name}", f"\taoc -v -report -board=$(BOARD) {name} -o {stem}.aocx", ""]
+    lines += ["emulate: " + " ".join(name[:-3] + "_emulator.aocx" for name in sources), ""]
+    for name in sources:
+        stem = name[:-3]
+        lines += [f"{stem}_emulator.aocx: {name}", f"\taoc -march=emulator -v {name} -o {stem}_emulator.aocx", ""]
+    return "\n".join(lines)
 
 
 def plot_balance(data: dict, path: Path) -> bool:
@@ -156,14 +197,17 @@ def plot_balance(data: dict, path: Path) -> bool:
     return True
 
 
-def write_report(directory, data: dict, source: str) -> list:
+def write_report(directory, data: dict, sources: dict) -> list:
+    """report.json, report.txt, the aoc source of every program ({file name: text}), the Makefile and
+    balance.png into `directory`; the names written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(data, indent=1) + "\n")
     (directory / "report.txt").write_text(report_text(data))
-    (directory / "design.cl").write_text(source)
-    (directory / "Makefile").write_text(makefile_text(data))
-    written = ["report.json", "report.txt", "design.cl", "Makefile"]
+    for name, source in sources.items():
+        (directory / name).write_text(source)
+    (directory / "Makefile").write_text(makefile_text(data, list(sources)))
+    written = ["report.json", "report.txt", *sources, "Makefile"]
     if plot_balance(data, directory / "balance.png"):
         written.append("balance.png")
     return written

@@ -1,7 +1,8 @@
 """A design on disk: DIR/design.json holds what the kernels are built from -- every device layer's
 formats (fractional bits included) and every stage's parallelism, stream widths, weight placement
 and channel depths -- plus the net it was made for.  ``load_design`` rebuilds exactly that Design
-for a graph of the same net, so that ``Net(..., design=DIR)`` runs what DIR/design.cl describes.
+for a graph of the same net, so that ``Net(..., design=DIR)`` runs what DIR/design.cl (design_p1.cl,
+... for a partitioned design) describes.
 """
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from pathlib import Path
 
 from ..errors import DesignError, PrecisionError
 from ..layers import DEVICE_TYPES
-from ..placement import place
+from ..placement import cut_at, place
 from ..precision import LayerPrecision, exact_format
 from . import Design
 from .stage import StageDesign
 
 DESIGN_FILE = "design.json"
-SOURCE_FILE = "design.cl"
 FORMAT_VERSION = 1
 
 
@@ -28,6 +28,7 @@ def net_digest(path) -> str:
 
 def design_record(design: Design, net_path, extra: dict = None) -> dict:
     plan = design.plan
+    names = {stage.index: stage.name for stage in plan.stages}
     return {
         "format": FORMAT_VERSION,
         "net": str(net_path),
@@ -37,6 +38,8 @@ def design_record(design: Design, net_path, extra: dict = None) -> dict:
                        for p in [plan.precisions[layer.name]]},
         "stages": [dict(name=stage.name, **asdict(design.of(stage))) for stage in plan.stages],
         "channel_depths": dict(design.channel_depths),
+        "partitions": [[names[index] for index in indices] for indices in design.partitions],
+        "fpgas": design.fpgas,
         **(extra or {}),
     }
 
@@ -79,13 +82,20 @@ def load_design(directory, graph) -> Design:
             missing = sorted(set(names) - set(stored)) or sorted(set(stored) - set(names))
             raise DesignError(f"{path}: made for another net ({record['net']}): its device stages differ from "
                               f"{graph.path}'s (e.g. '{missing[0]}')")
+        index = {stage.name: stage.index for stage in plan.stages}
+        partitions = tuple(tuple(index[name] for name in part) for part in record.get("partitions", []))
+        if partitions:
+            plan = cut_at(plan, [part[0] for part in partitions[1:]])
+            if [i for part in partitions for i in part] != [stage.index for stage in plan.stages]:
+                raise DesignError(f"{path}: its partitions do not list the device stages once each, in order")
         known = {f.name for f in fields(StageDesign)}
         stages = {}
         for stage in plan.stages:
             entry = {key: value for key, value in stored[stage.name].items() if key in known}
             stages[stage.index] = StageDesign(**{**entry, "index": stage.index})
-        design = Design(plan, stages, dict(record["channel_depths"]))
-    except (KeyError, TypeError, PrecisionError) as error:
+        design = Design(plan, stages, dict(record["channel_depths"]), partitions=partitions,
+                        fpgas=int(record.get("fpgas", 1)))
+    except (KeyError, TypeError, ValueError, PrecisionError) as error:
         raise DesignError(f"{path}: malformed design file ({error})") from None
     design.check()
     return design

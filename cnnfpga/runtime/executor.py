@@ -93,6 +93,26 @@ class SegmentRun:
     source: np.ndarray    # the host array the input copy reads: alive until the queue has run it
 
 
+def describe_line(program_code):
+    """line -> what a line of `program_code`'s source belongs to (a stage), for build errors."""
+    def describe(line: int):
+        code = program_code.stage_at_line(line)
+        if code is None:
+            return None
+        return f"stage {code.stage.index} '{code.stage.name}' at {code.stage.layer.where}"
+    return describe
+
+
+def partition_bitstreams(graph, bitstream, partitions: int) -> list:
+    """One bitstream per partition of a partitioned design (None: build from source)."""
+    if bitstream is None:
+        return [None] * partitions
+    if isinstance(bitstream, (str, os.PathLike)) or len(bitstream) != partitions:
+        raise DeviceError(f"{graph.path}: the design has {partitions} partitions, one bitstream each; pass "
+                          f"bitstream=[{', '.join(f'p{k + 1}.aocx' for k in range(partitions))}]")
+    return list(bitstream)
+
+
 class DeviceNet:
     """A Graph run the FPGA way: conv / pool / ReLU / LRN stages as OpenCL kernels, the rest on the host.
 
@@ -104,7 +124,8 @@ class DeviceNet:
     calibration: for fixed formats with automatic fractional bits: input batches to run through the
                 golden model, a {blob: max |x|} mapping, or a JSON file of those; None: defaults
     bitstream:  an aoc-built .aocx for an FPGA board (a board cannot compile source; Intel's FPGA
-                emulator can, and builds the channel source itself)
+                emulator can, and builds the channel source itself); a list of them, one per partition,
+                for a partitioned design
     prune_threshold: passed to the host inner products
     parallelism: {conv layer name: (ci, co[, f]) or {field: value}} overriding the default design
     design:     a cnnfpga.design.Design of this net (from the balancer or a design folder) instead of
@@ -163,13 +184,21 @@ class DeviceNet:
             options += ["-D", "CNNFPGA_COUNT_CYCLES"]
         if variant == "fast":
             options.append("-cl-mad-enable")
-        self.program = build_program(self.context, devices, self.program_code.source, options,
-                                     self._describe_line, bitstream)
-        self.kernels = {code.stage.index: getattr(self.program, code.kernel) for code in self.program_code.stages}
-        # a Winograd stage's two kernels before its main one (the output transform)
-        self.winograd_kernels = {code.stage.index: (getattr(self.program, code.kernel + "_input"),
-                                                    getattr(self.program, code.kernel + "_gemm"))
-                                 for code in self.program_code.stages if code.winograd}
+        # a partitioned design is one program per partition (one bitstream each on a board), run in turn
+        plans = design.partition_plans()
+        codes = [self.program_code] if len(plans) == 1 else [codegen.generate(p, design, inject, variant)
+                                                               for p in plans]
+        bitstreams = [bitstream] if len(plans) == 1 else partition_bitstreams(graph, bitstream, len(plans))
+        self.programs = [build_program(self.context, devices, code.source, options, describe_line(code), stream)
+                         for code, stream in zip(codes, bitstreams)]
+        self.program = self.programs[0]
+        self.kernels, self.winograd_kernels = {}, {}
+        for code, program in zip(codes, self.programs):
+            for stage_code in code.stages:
+                self.kernels[stage_code.stage.index] = getattr(program, stage_code.kernel)
+                if stage_code.winograd:   # a Winograd stage's two kernels before its main one (the output transform)
+                    self.winograd_kernels[stage_code.stage.index] = (getattr(program, stage_code.kernel + "_input"),
+                                                                     getattr(program, stage_code.kernel + "_gemm"))
         self.codes = {code.stage.index: code for code in self.program_code.stages}
         self.stage_queues = ({stage.index: cl.CommandQueue(self.context, self.device, properties=profiling)
                               for stage in self.plan.stages} if self.fpga else {})
@@ -194,12 +223,6 @@ class DeviceNet:
         # cycles() by the stage's name, its first layer's (a ReLU fused into a convolution adds to it)
         self.stage_seconds = {stage.name: 0.0 for stage in self.plan.stages}
         self.buffers = {}
-
-    def _describe_line(self, line: int):
-        code = self.program_code.stage_at_line(line)
-        if code is None:
-            return None
-        return f"stage {code.stage.index} '{code.stage.name}' at {code.stage.layer.where}"
 
     def _stage_args(self, stage) -> list:
         """The kernel arguments after the two ports and before n_images."""

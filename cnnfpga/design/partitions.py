@@ -1,0 +1,168 @@
+"""Designs beyond one program: the device stages split into partitions, each its own program
+(bitstream) with its own balanced parallelism, either
+
+- on one board in turn (``fpgas=1``): each partition runs the whole batch, its output goes to DDR,
+  and the board is reconfigured for the next partition (the board file's reconfiguration_s is
+  charged per switch, so a larger batch amortises it), or
+- on a chain of boards in series (``fpgas`` = the number of partitions): each partition on its own
+  board, all running at once, the stream between them over the board-to-board link.
+
+A partition is a run of consecutive device stages in plan order; it starts a new segment where it
+cuts a stream (placement.cut_at).  Each partition is balanced on its own (cnnfpga.design.balance)
+with the whole board to itself.  Where the cuts go:
+
+- a number of partitions: the cuts that split the convolutions' multiply-accumulates most evenly
+  (each cut at the stage whose input stream is smallest among those splitting as evenly), every
+  partition fitting the board at its smallest;
+- "auto": the fewest partitions that fit (each grown while it still fits at its smallest), then
+  as many as three more partitions tried, evenly cut, the objective's best kept (a count whose
+  reconfigurations alone take longer than the best so far is not tried).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ..errors import DesignError
+from ..placement import cut_at
+from . import Design
+from .balance import Search, balance
+from .model import evaluate
+
+MORE_PARTITIONS_TRIED = 3     # "auto": partition counts tried beyond the fewest that fit
+
+
+def conv_macs(stage) -> int:
+    return stage.layer.macs if stage.kind == "conv" else 0
+
+
+def stage_groups(plan, starts) -> list:
+    """The stages of each partition (lists, plan order) for partitions starting at `starts`."""
+    groups = [[]]
+    for stage in plan.stages:
+        if stage.index in starts and groups[-1]:
+            groups.append([])
+        groups[-1].append(stage)
+    return groups
+
+
+def sub_plan(plan, stages) -> object:
+    """`plan` reduced to the segments of `stages` (a partition), for balancing it on its own."""
+    indices = {stage.index for stage in stages}
+    return replace(plan, steps=[s for s in plan.segments if s.stages[0].index in indices])
+
+
+def fits_smallest(plan, stages, board, max_util: float) -> bool:
+    """Does a partition of `stages` fit under the cap at its smallest design?"""
+    cut = cut_at(plan, [stages[0].index, *[s.index for s in plan.stages if s.index > stages[-1].index][:1]])
+    search = Search(sub_plan(cut, stages), board, 1, "throughput", max_util, None, 0.0)
+    try:
+        search.fit_smallest()
+    except DesignError:
+        return False
+    return True
+
+
+def even_starts(plan, count: int) -> list:
+    """The first stages of partitions 2..count that split the convolutions' MACs most evenly; among
+    equally even cuts, the one whose stream is smallest."""
+    stages = plan.stages
+    if not 1 <= count <= len(stages):
+        raise DesignError(f"{count} partition(s) asked for, but the net has {len(stages)} device stage(s)")
+    total = sum(conv_macs(s) for s in stages) or 1
+    prefix, done = [], 0
+    for stage in stages:
+        prefix.append(done)             # MACs before this stage
+        done += conv_macs(stage)
+    starts, last = [], 0
+    for k in range(1, count):
+        target = total * k / count
+        options = range(last + 1, len(stages) - (count - 1 - k))
+        best = min(options, key=lambda i: (abs(prefix[i] - target), math.prod(stages[i].in_shape[1:]), i))
+        starts.append(stages[best].index)
+        last = best
+    return starts
+
+
+def fewest_starts(plan, board, max_util: float) -> list:
+    """Partitions grown stage by stage while each still fits at its smallest."""
+    stages = plan.stages
+    starts, current = [], []
+    for stage in stages:
+        if current and not fits_smallest(plan, current + [stage], board, max_util):
+            starts.append(stage.index)
+            current = []
+        current.append(stage)
+        if len(current) == 1 and not fits_smallest(plan, current, board, max_util):
+            raise DesignError(f"{stage.layer.where}: '{stage.name}' alone does not fit on {board.name} under "
+                              f"{max_util:.0%} of every resource, even at its smallest; a partition cannot "
+                              f"hold less than one layer")
+    return starts
+
+
+def partitioned(plan, board, starts: list, fpgas: int, batch: int = 1, objective: str = "latency",
+                max_util: float = 0.85, fmax_mhz: float = None, host_seconds: float = 0.0) -> Design:
+    """The design of `plan` in partitions starting at `starts`, each balanced on its own board."""
+    cut = cut_at(plan, starts)
+    groups = stage_groups(cut, set(starts))
+    if fpgas not in (1, len(groups)):
+        raise DesignError(f"{len(groups)} partitions go on one board in turn or on {len(groups)} boards, not {fpgas}")
+    stages, depths = {}, {}
+    for group in groups:
+        part = balance(sub_plan(cut, group), board, batch, objective, max_util, fmax_mhz, host_seconds)
+        stages.update(part.stages)
+        depths.update(part.channel_depths)
+    design = Design(cut, stages, depths, board, tuple(tuple(s.index for s in group) for group in groups), fpgas)
+    design.check()
+    return design
+
+
+def objective_seconds(design, board, batch: int, objective: str, fmax_mhz, host_seconds) -> float:
+    evaluation = evaluate(design, board, batch, fmax_mhz, host_seconds)
+    return evaluation.fpga_seconds if objective == "latency" else evaluation.fpga_seconds / batch
+
+
+def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, objective: str = "latency",
+                      max_util: float = 0.85, fmax_mhz: float = None, host_seconds: float = 0.0) -> Design:
+    """A partitioned design: `partitions` a count or "auto" (see the module docstring); `fpgas` 1 (one
+    board, reconfigured) or the number of partitions (a chain)."""
+    if partitions == "auto":
+        fewest = len(fewest_starts(plan, board, max_util)) + 1
+        counts = range(fewest, min(len(plan.stages), fewest + MORE_PARTITIONS_TRIED) + 1)
+        if fpgas > 1:
+            counts = [fpgas]
+        designs = []
+        for count in counts:
+            # the reconfigurations alone take longer than the best design so far: more partitions only add
+            floor = count * board.reconfiguration_s / (1 if objective == "latency" else batch)
+            if fpgas == 1 and count > 1 and designs and floor >= min(d[0] for d in designs):
+                break
+            try:
+                design = partitioned(plan, board, even_starts(plan, count), fpgas, batch, objective, max_util,
+                                     fmax_mhz, host_seconds)
+            except DesignError:
+                if count == fewest:    # the even cut may not fit where the grown one does
+                    design = partitioned(plan, board, fewest_starts(plan, board, max_util), fpgas, batch,
+                                         objective, max_util, fmax_mhz, host_seconds)
+                else:
+                    continue
+            designs.append((objective_seconds(design, board, batch, objective, fmax_mhz, host_seconds), count,
+                            design))
+        return min(designs, key=lambda d: d[:2])[2]
+    return partitioned(plan, board, even_starts(plan, partitions), fpgas, batch, objective, max_util, fmax_mhz,
+                       host_seconds)
+
+
+def pays_from_batch(single, split, board, fmax_mhz=None) -> int:
+    """The smallest batch at which `split` (partitions on one board, reconfigured) takes less time per
+    image than `single`, or 0 where it never does (its time per image is not shorter).  A batch's
+    cycles grow linearly with the batch past the first image, so two batch sizes fix both lines."""
+    def line(design):
+        one, two = (evaluate(design, board, b, fmax_mhz) for b in (1, 2))
+        slope = two.fpga_seconds - one.fpga_seconds
+        return one.fpga_seconds - slope, slope      # seconds = fixed + slope * batch
+    fixed_single, per_single = line(single)
+    fixed_split, per_split = line(split)
+    if per_split >= per_single:
+        return 0
+    return max(1, math.floor((fixed_split - fixed_single) / (per_single - per_split)) + 1)

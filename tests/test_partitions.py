@@ -1,0 +1,186 @@
+"""Designs beyond one program (cnnfpga.design.partitions): cutting a plan, chains of boards over a
+link, partitions on one board with reconfiguration, the break-even batch, the command's output, and
+partitioned designs run on PoCL exactly as one program (fixed point bit-exact with the golden
+model, counted cycles equal to the model)."""
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import cnnfpga
+from cnnfpga import bundled
+from cnnfpga.design.balance import balance
+from cnnfpga.design.boards import load_board
+from cnnfpga.design.model import evaluate
+from cnnfpga.design.partitions import design_partitions, even_starts, pays_from_batch
+from cnnfpga.design.verify import verify
+from cnnfpga.errors import DesignError
+from cnnfpga.placement import cut_at, place
+from cnnfpga.runtime import DeviceNet
+
+from conftest import filler_graph, run_design
+
+A10 = load_board("arria10_gx1150")
+
+
+def one_image(name: str):
+    """A bundled net (or a prototxt path) with filler weights, one image per batch."""
+    graph = filler_graph(bundled.resolve(name))
+    return graph.reshape({n: (1,) + tuple(shape[1:]) for n, shape in graph.inputs.items()})
+
+
+@pytest.fixture(scope="module")
+def alexnet_plan():
+    return place(one_image("alexnet.prototxt"), "fixed16")
+
+
+def test_cut_keeps_the_stages_and_adds_a_ddr_round_trip(alexnet_plan):
+    plan = alexnet_plan
+    conv3 = next(stage for stage in plan.stages if stage.name == "conv3")
+    cut = cut_at(plan, [conv3.index])
+    assert [s.index for s in cut.stages] == [s.index for s in plan.stages]
+    assert len(cut.segments) == len(plan.segments) + 1
+    first, second = cut.segments[0], cut.segments[1]
+    assert first.stages[-1].name == "pool2" and second.stages[0] is conv3
+    assert first.sink == second.source == f"pool2@cut{conv3.index}"
+    assert cut.blob_names[first.sink] == "pool2" and cut.final_keys == plan.final_keys
+    # an even cut of AlexNet's conv work: conv1+conv2 (329 M MACs) against conv3-5 (337 M), at the
+    # smallest stream between them (pool2's output, not conv2's or norm2's)
+    assert even_starts(plan, 2) == [conv3.index]
+
+
+def test_a_chain_of_two_boards_halves_the_interval_and_respects_the_bounds(alexnet_plan):
+    start = time.perf_counter()
+    chain = design_partitions(alexnet_plan, A10, 2, fpgas=2, fmax_mhz=250)
+    assert time.perf_counter() - start < 30
+    single = balance(alexnet_plan, A10, fmax_mhz=250)
+    one, two = evaluate(single, A10, 1, 250), evaluate(chain, A10, 1, 250)
+    assert len(chain.partitions) == 2 and chain.fpgas == 2 and two.reconfigurations == 0
+    # every board under the cap on its own; totals are the largest board's
+    assert all(t.dsp <= 0.85 * A10.dsp.blocks and t.ram_blocks <= 0.85 * A10.ram.blocks
+               for t in two.partition_totals)
+    assert two.totals.dsp == max(t.dsp for t in two.partition_totals)
+    p1, p2 = one.predicted(), two.predicted()
+    assert p2["bound_ms"] == pytest.approx(p1["bound_ms"] / 2)
+    assert p2["interval_cycles"] < 0.6 * p1["interval_cycles"]
+    assert p2["latency_ms"] < p1["latency_ms"]
+    interval_ms = p2["interval_cycles"] / 250e3
+    assert p2["bound_ms"] <= interval_ms <= p2["latency_ms"]
+    # the link carries pool2's 13x13x256 16-bit stream, and its latency is in the chain's latency
+    conv3 = chain.plan.segments[1].stages[0]
+    link = two.links[conv3.index]
+    assert link.latency == pytest.approx(A10.link_latency_us * 250)
+    assert link.bytes_per_cycle == pytest.approx(A10.link_gbs * 1e3 / 250)
+
+
+def test_a_slow_link_limits_the_chain(alexnet_plan):
+    """At 0.05 GB/s (0.2 bytes per cycle at 250 MHz) pool2's 13 x 13 x 256 x 2 bytes take 432,640
+    cycles: the link, not a stage, sets the interval."""
+    slow = replace(A10, link_gbs=0.05)
+    chain = design_partitions(alexnet_plan, slow, 2, fpgas=2, fmax_mhz=250)
+    evaluation = evaluate(chain, slow, 1, 250)
+    assert evaluation.interval_cycles >= 13 * 13 * 256 * 2 / 0.2
+    assert evaluation.predicted()["latency_ms"] * 250e3 >= 13 * 13 * 256 * 2 / 0.2
+    with pytest.raises(DesignError, match="no board-to-board link"):
+        evaluate(chain, replace(A10, link_gbs=0.0), 1, 250)
+
+
+def test_reconfiguration_is_charged_per_partition_and_pays_only_past_a_batch():
+    """AlexNet on a Stratix V GXA7: each of two programs gets the board, so the time per image drops
+    (the one program is short of RAM and DSP for both halves); two reconfigurations per batch pay off
+    from the batch pays_from_batch names, and not one image earlier.  (Reconfiguration here takes 20 ms,
+    not the board file's second, so that the batches stay small enough to run the model on.)"""
+    board = replace(load_board("stratixv_gxa7"), reconfiguration_s=0.02)
+    plan = place(one_image("alexnet.prototxt"), "fixed16")
+    single = balance(plan, board, objective="throughput")
+    split = design_partitions(plan, board, 2, fpgas=1, objective="throughput")
+    evaluation = evaluate(split, board, 1)
+    assert evaluation.reconfigurations == 2
+    assert evaluation.fpga_seconds == pytest.approx(evaluation.fpga_cycles / (board.fmax_mhz * 1e6)
+                                                    + 2 * board.reconfiguration_s)
+    batch = pays_from_batch(single, split, board)
+    assert batch > 1
+
+    def per_image(design, b):
+        return evaluate(design, board, b).fpga_seconds / b
+    assert per_image(split, batch) < per_image(single, batch)
+    assert per_image(split, batch - 1) >= per_image(single, batch - 1)
+    # where the halves are not faster per image (AlexNet on an Arria 10 is DSP-bound), never
+    a10_single = balance(plan, A10, objective="throughput")
+    a10_split = design_partitions(plan, A10, 2, fpgas=1, objective="throughput")
+    assert pays_from_batch(a10_single, a10_split, A10) == 0
+
+
+def test_a_layer_that_fits_nowhere_is_named():
+    plan = place(one_image("vgg16.prototxt"), "fixed16")
+    with pytest.raises(DesignError, match="'conv2_2' alone does not fit on cyclonev_sea5"):
+        design_partitions(plan, load_board("cyclonev_sea5"), "auto")
+
+
+def test_a_chain_runs_on_pocl_exactly_as_one_program(alexnet_plan):
+    graph = one_image("alexnet.prototxt")
+    chain = design_partitions(alexnet_plan, A10, 2, fpgas=2, fmax_mhz=250)
+    x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 3, 227, 227)).astype(np.float32)}
+    net = DeviceNet(graph, design=chain, count_cycles=True)
+    assert len(net.programs) == 2
+    got = net.forward(x)
+    want = DeviceNet(graph, design=balance(place(graph, "fixed16"), A10, fmax_mhz=250)).forward(x)
+    assert all(np.array_equal(got[name], want[name]) for name in want)
+    assert net.cycles() == {stage.name: chain.schedule(stage).cycles(1) for stage in chain.plan.stages}
+    with pytest.raises(cnnfpga.CnnfpgaError, match="one bitstream each"):
+        DeviceNet(graph, design=chain, bitstream="design.aocx")
+
+
+@pytest.mark.slow
+def test_vgg16_partitioned_for_an_arria10_runs_bit_exact(vgg16_published):
+    """VGG16 (as published) does not fit an Arria 10 as one program; in partitions it does, and it runs
+    on PoCL bit-exact with the fixed-point golden model, every stage's counted cycles equal to the model."""
+    graph = one_image(str(vgg16_published))
+    plan = place(graph, "fixed16")
+    with pytest.raises(DesignError, match="does not fit"):
+        balance(plan, A10)
+    start = time.perf_counter()
+    design = design_partitions(plan, A10, "auto")
+    assert time.perf_counter() - start < 120
+    assert len(design.partitions) >= 2
+    assert evaluate(design, A10, 1).fits(0.85)
+    checked = verify(graph, design)
+    assert checked["ok"], checked["outputs"]
+    assert checked["cycles_equal"]
+
+
+def test_design_command_writes_one_program_per_partition_and_net_runs_them(tmp_path):
+    out = tmp_path / "cifar_p2"
+    done = run_design("--net", "cifar10_quick.prototxt", "--board", "arria10_gx1150", "--precision", "fixed16",
+                      "--partitions", "2", "--batch", "64", "--objective", "throughput", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert {"design_p1.cl", "design_p2.cl", "design.json", "Makefile"} <= {p.name for p in out.iterdir()}
+    assert not (out / "design.cl").exists()
+    makefile = (out / "Makefile").read_text()
+    assert "design_p1.aocx: design_p1.cl" in makefile and "design_p2.aocx: design_p2.cl" in makefile
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["partitions"]) == 2 and report["predicted"]["reconfigurations"] == 2
+    assert report["partitioning_pays_from_batch"] is not None
+    assert "partitions: 2 programs in turn on one board" in done.stdout
+    assert {row["partition"] for row in report["layers"] if "partition" in row} == {1, 2}
+    net = cnnfpga.Net("cifar10_quick.prototxt", backend="opencl", design=str(out))
+    assert set(net.opencl_sources()) == {"design_p1.cl", "design_p2.cl"}
+    reference = cnnfpga.Net("cifar10_quick.prototxt", backend="opencl",
+                            design=str(_one_program(tmp_path)))
+    x = np.random.default_rng(1).uniform(0, 1, net.blobs["data"].data.shape).astype(np.float32)
+    assert np.array_equal(net.forward(data=x)["prob"], reference.forward(data=x)["prob"])
+    done = run_design("--net", "cifar10_quick.prototxt", "--board", "arria10_gx1150", "--fpgas", "2",
+                      "--partitions", "3", "--out", str(tmp_path / "bad"))
+    assert done.returncode == 2 and "one partition on each board" in done.stderr and "Traceback" not in done.stderr
+
+
+def _one_program(tmp_path):
+    """cifar10_quick designed as one program, with the fractional bits the partitioned one got (both
+    from the bundled weights), for comparing outputs."""
+    out = tmp_path / "cifar_p1"
+    done = run_design("--net", "cifar10_quick.prototxt", "--board", "arria10_gx1150", "--precision", "fixed16",
+                      "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
