@@ -117,9 +117,11 @@ class Net:
             from .codegen import VARIANTS
             if variant not in VARIANTS:
                 raise CnnfpgaError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-            if device is not None and not isinstance(device, str):
+            several = isinstance(device, (list, tuple)) and device and all(isinstance(d, str) for d in device)
+            if device is not None and not isinstance(device, str) and not several:
                 raise CnnfpgaError(f"device= takes an OpenCL platform/device name (a part of it) or 'P:D' "
-                                   f"indices as a string, got {type(device).__name__} {device!r}")
+                                   f"indices as a string, or a list of them (one per partition of a design), "
+                                   f"got {type(device).__name__} {device!r}")
             check_device_options(stall_seconds, prune_threshold, host_threads, calibration)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
             raise CnnfpgaError(f"seed= takes a whole number from 0 to 2**63 - 1, got {seed!r}")

@@ -47,6 +47,9 @@ class Stage:
     relu_slope: float = None     # a fused ReLU's negative slope (None: no ReLU)
     weights: np.ndarray = None   # conv weights after folding BatchNorm/Scale (O, C/G, KH, KW)
     bias: np.ndarray = None      # conv bias after folding (O,)
+    # conv weights reloading (reload_filters): the stage computes its O filters in `passes` passes
+    # of O / passes each, out_shape being one pass's; weights and bias stay all O filters'
+    passes: int = 1
 
     @property
     def name(self) -> str:
@@ -317,6 +320,33 @@ def cut_at(plan: Plan, first_stages) -> Plan:
         part.sink = step.sink
         steps.append(part)
     return replace(plan, steps=steps, blob_names=blob_names)
+
+
+def reload_filters(plan: Plan, index: int, passes: int) -> Plan:
+    """`plan` with conv stage `index` computing its filters in `passes` passes (fpgaConvNet's weights
+    reloading, for a layer whose weights do not fit on chip): the stage holds one pass's filters, a
+    segment of its own reads its input from DDR once per pass, and each pass writes its share of the
+    output channels (the runtime puts them in place).  Refused (ValueError) for a stage that is not
+    an ungrouped convolution or whose outputs `passes` does not divide."""
+    stage = next(s for s in plan.stages if s.index == index)
+    n, outputs, h, w = stage.out_shape
+    if stage.kind != "conv" or stage.spec.group != 1 or stage.passes != 1 or passes < 1 or outputs % passes:
+        raise ValueError(f"'{stage.name}' cannot compute its filters in {passes} passes")
+    if passes == 1:
+        return plan
+    reloading = replace(stage, out_shape=(n, outputs // passes, h, w), passes=passes)
+    later = [s.index for s in plan.stages if s.index > index][:1]
+    plan = cut_at(plan, [index, *later])
+    steps = [replace(step, stages=[reloading if s is stage else s for s in step.stages])
+             if isinstance(step, Segment) else step for step in plan.steps]
+    return replace(plan, steps=steps)
+
+
+def filter_pass(stage: Stage, number: int) -> Stage:
+    """Pass `number` of a stage reloading its weights: the stage with only that pass's filters."""
+    outputs = stage.out_shape[1]
+    chosen = slice(number * outputs, (number + 1) * outputs)
+    return replace(stage, weights=stage.weights[chosen], bias=stage.bias[chosen])
 
 
 def place(graph, precision="float", stats: dict = None) -> Plan:

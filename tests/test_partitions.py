@@ -14,10 +14,12 @@ from cnnfpga import bundled
 from cnnfpga.design.balance import balance
 from cnnfpga.design.boards import load_board
 from cnnfpga.design.model import evaluate
-from cnnfpga.design.partitions import design_partitions, even_starts, pays_from_batch
+from cnnfpga.design.pareto import explore
+from cnnfpga.design import conv as conv_kind, default_design
+from cnnfpga.design.partitions import design_partitions, even_starts, pays_from_batch, with_reloading
 from cnnfpga.design.verify import verify
 from cnnfpga.errors import DesignError
-from cnnfpga.placement import cut_at, place
+from cnnfpga.placement import cut_at, place, reload_filters
 from cnnfpga.runtime import DeviceNet
 
 from conftest import filler_graph, run_design
@@ -113,10 +115,66 @@ def test_reconfiguration_is_charged_per_partition_and_pays_only_past_a_batch():
     assert pays_from_batch(a10_single, a10_split, A10) == 0
 
 
-def test_a_layer_that_fits_nowhere_is_named():
+def test_a_layer_that_fits_nowhere_is_named_with_the_resource_and_by_how_much():
     plan = place(one_image("vgg16.prototxt"), "fixed16")
-    with pytest.raises(DesignError, match="'conv2_2' alone does not fit on cyclonev_sea5"):
-        design_partitions(plan, load_board("cyclonev_sea5"), "auto")
+    # conv1_2's line buffer alone (three 224-pixel rows of 64 channels, a copy per kernel column) is
+    # more than a fifth of a Cyclone V's M10K blocks; reloading weights cannot shrink it
+    with pytest.raises(DesignError, match=r"'conv1_2' alone does not fit.*on cyclonev_sea5.*needs 175 M10K blocks "
+                                          r"where 79 are allowed \(20% of 397\), 2.2 times as many"):
+        design_partitions(plan, load_board("cyclonev_sea5"), "auto", max_util=0.2)
+
+
+# ------------------------------------------------------------------------------- weights reloading
+
+def test_a_conv_too_large_alone_reloads_its_weights_in_the_fewest_passes_that_fit():
+    """VGG16's conv2_2 on a Cyclone V needs 346 M10K blocks as one stage, 337 allowed: in two passes of
+    64 filters it holds half the weights; its cycles, weight traffic and input reads double."""
+    plan = place(one_image("vgg16.prototxt"), "fixed16")
+    cyclone = load_board("cyclonev_sea5")
+    reloaded = with_reloading(plan, cyclone, 0.85)
+    passes = {stage.name: stage.passes for stage in reloaded.stages if stage.passes > 1}
+    assert passes["conv2_2"] == 2 and "conv1_1" not in passes and "conv2_1" not in passes
+    conv2_2 = next(stage for stage in reloaded.stages if stage.name == "conv2_2")
+    assert conv2_2.out_shape == (1, 64, 112, 112) and conv2_2.weights.shape == (128, 128, 3, 3)
+    segment = next(segment for segment in reloaded.segments if conv2_2 in segment.stages)
+    assert segment.stages == [conv2_2]          # alone: it reads its input from DDR once per pass
+    design = design_partitions(plan, cyclone, "auto")
+    assert evaluate(design, cyclone, 1).fits(0.85)
+    stage = next(stage for stage in design.plan.stages if stage.name == "conv2_2")
+    schedule = design.schedule(stage)
+    assert schedule.passes == 2 and schedule.cycles(3) == 2 * (schedule.launch_iters + 3 * schedule.image_iters)
+    one_pass = replace(stage, passes=1)
+    resources = conv_kind.resources(stage, design.of(stage), schedule, cyclone)
+    single = conv_kind.resources(one_pass, design.of(stage), conv_kind.schedule(one_pass, design.of(stage)), cyclone)
+    assert resources.ddr_bytes_per_launch + resources.ddr_bytes_per_image == \
+        2 * (single.ddr_bytes_per_launch + single.ddr_bytes_per_image)
+    assert resources.ram_blocks == single.ram_blocks
+
+
+@pytest.mark.parametrize("net, precision, passes", [
+    ("cifar10_quick.prototxt", "fixed16", {"conv2": 2, "conv3": 4}),
+    ("cifar10_quick.prototxt", "float", {"conv1": 4}),
+    ("lenet.prototxt", "fixed8", {"conv2": 5}),
+])
+def test_reloaded_convolutions_run_on_pocl_as_the_golden_model_with_the_model_cycles(net, precision, passes):
+    graph = one_image(net)
+    plan = place(graph, precision)
+    for name, count in passes.items():
+        plan = reload_filters(plan, next(s.index for s in plan.stages if s.name == name), count)
+    # the streamed-weights kernel too, in passes
+    checked = verify(graph, default_design(plan, {"conv2": {"ci": 4, "co": 2, "weights": "ddr"}}
+                                           if precision == "fixed16" else None))
+    assert checked["ok"], checked["outputs"]
+    assert checked["cycles_equal"], checked["measured_cycles"]
+
+
+def test_reloading_is_refused_where_it_cannot_apply(alexnet_plan):
+    conv2 = next(s for s in alexnet_plan.stages if s.name == "conv2")     # two groups
+    conv3 = next(s for s in alexnet_plan.stages if s.name == "conv3")     # 384 outputs
+    with pytest.raises(ValueError, match="'conv2' cannot compute its filters in 2 passes"):
+        reload_filters(alexnet_plan, conv2.index, 2)
+    with pytest.raises(ValueError, match="'conv3' cannot compute its filters in 5 passes"):
+        reload_filters(alexnet_plan, conv3.index, 5)
 
 
 def test_a_chain_runs_on_pocl_exactly_as_one_program(alexnet_plan):
@@ -131,6 +189,17 @@ def test_a_chain_runs_on_pocl_exactly_as_one_program(alexnet_plan):
     assert net.cycles() == {stage.name: chain.schedule(stage).cycles(1) for stage in chain.plan.stages}
     with pytest.raises(cnnfpga.CnnfpgaError, match="one bitstream each"):
         DeviceNet(graph, design=chain, bitstream="design.aocx")
+    # each partition on its own device: PoCL twice is two contexts, as two boards would be
+    pocl = net.device.platform.name
+    two = DeviceNet(graph, design=chain, device=[pocl, pocl], count_cycles=True)
+    assert len(two.places) == 2 and two.places[0].context.int_ptr != two.places[1].context.int_ptr
+    assert {two.place_of[s.index] is two.places[k] for k, part in enumerate(chain.partitions) for s in
+            chain.plan.stages if s.index in part} == {True}
+    got_two = two.forward(x)
+    assert all(np.array_equal(got_two[name], want[name]) for name in want)
+    assert two.cycles() == net.cycles()
+    with pytest.raises(cnnfpga.CnnfpgaError, match="3 devices given for a design of 2 partition"):
+        DeviceNet(graph, design=chain, device=[pocl] * 3)
 
 
 @pytest.mark.slow
@@ -171,6 +240,11 @@ def test_design_command_writes_one_program_per_partition_and_net_runs_them(tmp_p
                             design=str(_one_program(tmp_path)))
     x = np.random.default_rng(1).uniform(0, 1, net.blobs["data"].data.shape).astype(np.float32)
     assert np.array_equal(net.forward(data=x)["prob"], reference.forward(data=x)["prob"])
+    pocl = net.executor.device.platform.name
+    on_two = cnnfpga.Net("cifar10_quick.prototxt", backend="opencl", design=str(out), device=[pocl, pocl])
+    assert np.array_equal(on_two.forward(data=x)["prob"], reference.forward(data=x)["prob"])
+    with pytest.raises(cnnfpga.CnnfpgaError, match="device= takes .* or a list of them"):
+        cnnfpga.Net("cifar10_quick.prototxt", backend="opencl", design=str(out), device=[pocl, 2])
     done = run_design("--net", "cifar10_quick.prototxt", "--board", "arria10_gx1150", "--fpgas", "2",
                       "--partitions", "3", "--out", str(tmp_path / "bad"))
     assert done.returncode == 2 and "one partition on each board" in done.stderr and "Traceback" not in done.stderr
@@ -184,3 +258,18 @@ def _one_program(tmp_path):
                       "--out", str(out))
     assert done.returncode == 0, done.stderr
     return out
+
+
+def test_pareto_explores_partitions_where_one_program_does_not_fit():
+    """CIFAR-10 full needs 33,883 ALMs of a Cyclone V as one program (27,260 allowed): the Pareto set is
+    its designs in 2 and 3 programs, each paying a 1 s reconfiguration per program per batch."""
+    plan = place(one_image("cifar10_full.prototxt"), "fixed16")
+    cyclone = load_board("cyclonev_sea5")
+    with pytest.raises(DesignError, match="ALMs where 27,260 are allowed"):
+        balance(plan, cyclone)
+    front = explore(plan, cyclone, 16)
+    assert front and all(p.partitions in (2, 3) for p in front)
+    assert all(p.latency_ms >= p.partitions * cyclone.reconfiguration_s * 1e3 for p in front)
+    assert all(p.utilisation <= 0.85 for p in front)
+    assert not any(q.beats(p) for p in front for q in front)
+    assert front[0].row()["partitions"] == front[0].partitions

@@ -99,7 +99,8 @@ def design_net(args) -> dict:
     if args.fpgas > 1 and args.partitions not in (None, args.fpgas):
         raise DesignError(f"--fpgas {args.fpgas} puts one partition on each board: leave --partitions out")
     if args.objective == "pareto" and partitions:
-        raise DesignError("--objective pareto explores one-program designs: leave --partitions and --fpgas out")
+        raise DesignError("--objective pareto explores partitions itself (2 and 3 programs at the cap): leave "
+                          "--partitions and --fpgas out")
     if args.objective == "pareto":
         front = explore(plan, board, args.batch, args.max_util, args.fmax, host_seconds)
         design = front[0].design   # the lowest latency; the others are in the report

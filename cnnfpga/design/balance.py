@@ -269,7 +269,7 @@ class Search:
     def objective_value(self, evaluation) -> float:
         if self.objective == "latency":
             return evaluation.fpga_cycles
-        return evaluation.interval_cycles + sum(cost.schedule.launch_iters for cost in evaluation.stages) / self.batch
+        return evaluation.interval_cycles + sum(cost.schedule.launch_cycles for cost in evaluation.stages) / self.batch
 
     # -- step 1: something that fits -------------------------------------------------------------
     def fit_smallest(self) -> dict:
@@ -357,13 +357,13 @@ class Search:
 
     def best_change(self, stages: dict, stage):
         """Of the changes that make `stage` faster and fit, the most cycles saved per share of the board."""
-        cycles = self.schedule(stages, stage).image_iters
+        cycles = self.schedule(stages, stage).image_cycles
         before = self.totals(stages)
         best, best_score = None, 0.0
         for trial in self.faster(stages, stage):
             if not self.valid(trial):
                 continue
-            saved = cycles - self.schedule(trial, stage).image_iters
+            saved = cycles - self.schedule(trial, stage).image_cycles
             if saved <= 0:
                 continue
             after = self.totals(trial)
@@ -386,7 +386,7 @@ class Search:
             stages = trimmed
 
     def segment_bottlenecks(self, stages: dict) -> list:
-        return [max(self.schedule(stages, s).image_iters for s in segment.stages) for segment in self.plan.segments]
+        return [max(self.schedule(stages, s).image_cycles for s in segment.stages) for segment in self.plan.segments]
 
     def trim(self, stages: dict) -> dict:
         """Every stage at its cheapest parallelism that keeps it within its segment's slowest stage's
@@ -395,7 +395,7 @@ class Search:
             for stage in segment.stages:
                 options = []
                 for trial in self.cheaper(stages, stage):
-                    if self.valid(trial) and all(self.schedule(trial, s).image_iters <= limit for s in segment.stages):
+                    if self.valid(trial) and all(self.schedule(trial, s).image_cycles <= limit for s in segment.stages):
                         options.append((sum(self.totals(trial).values()), trial))
                 if options:
                     stages = min(options, key=lambda option: option[0])[1]
@@ -425,8 +425,8 @@ class Search:
         while True:
             bottlenecks = []
             for i, segment in enumerate(self.plan.segments):
-                slowest = max(segment.stages, key=lambda s: (self.schedule(stages, s).image_iters, -s.index))
-                bottlenecks.append((self.schedule(stages, slowest).image_iters, i, slowest))
+                slowest = max(segment.stages, key=lambda s: (self.schedule(stages, s).image_cycles, -s.index))
+                bottlenecks.append((self.schedule(stages, slowest).image_cycles, i, slowest))
             # a segment whose slowest stage is a sliver of an image's time is not worth resources
             total = sum(cycles for cycles, _, _ in bottlenecks)
             bottlenecks = [b for b in bottlenecks if b[1] not in done and b[0] >= MINOR_SEGMENT * total]
@@ -468,6 +468,11 @@ def capacity(board, resource: str) -> int:
     return {"dsp": board.dsp.blocks, "ram_blocks": board.ram.blocks, "logic": board.logic.count}[resource]
 
 
+def how_many_more(needed: float, allowed: float) -> str:
+    ratio = needed / allowed
+    return f"{ratio:.1f} times as many" if ratio >= 1.5 else f"{ratio - 1:.0%} more"
+
+
 def does_not_fit(evaluation, max_util: float) -> str:
     used = evaluation.utilisation()
     binding = max(used, key=lambda r: used[r])
@@ -479,7 +484,7 @@ def does_not_fit(evaluation, max_util: float) -> str:
     return (f"the design does not fit on {evaluation.board.name} even at its smallest (every convolution at most "
             f"{START_PRODUCT} multiplies per step, streams one value wide, weights streamed from DDR where that saves "
             f"RAM): it needs {needed:,} {names[binding]} where {allowed:,.0f} are allowed ({max_util:.0%} of "
-            f"{evaluation.capacity(binding):,}), {needed / allowed:.1f} times as many; the largest user is "
+            f"{evaluation.capacity(binding):,}), {how_many_more(needed, allowed)}; the largest user is "
             f"'{worst.stage.name}' with {getattr(worst.resources, binding):,}")
 
 

@@ -104,7 +104,7 @@ def schedule(stage, design) -> Schedule:
         emit = cs.oh * cs.ow * words_out
         phases = ((read, read, 0),) + ((block_load + block_steps, 0, 0),) * blocks + ((emit, 0, emit),)
         return Schedule(ceil_div(cs.o, design.load_width), read + blocks * (block_load + block_steps) + emit,
-                        phases=phases)
+                        phases=phases, passes=stage.passes)
     emit_len = design.co // design.width_out if split_output(design) else 1
     geometry = WindowGeometry(cs.h, cs.w, words_in, cs.oh, cs.ow, (cs.kh - 1) * cs.dh + 1, cs.sh, cs.ph)
     window = window_schedule(geometry, blocks * steps, emit_len)
@@ -113,7 +113,8 @@ def schedule(stage, design) -> Schedule:
     phases += tuple((window.row_iters, rows * cs.w * words_in, row_words) for rows in window.reads)
     if window.emit_tail:
         phases += ((window.emit_tail, 0, 0),)
-    return Schedule(ceil_div(cs.o * cs.cg * cs.positions, design.load_width), window.image_iters, window, phases)
+    return Schedule(ceil_div(cs.o * cs.cg * cs.positions, design.load_width), window.image_iters, window, phases,
+                    stage.passes)
 
 
 def template(stage, design) -> str:
@@ -243,7 +244,8 @@ def resources(stage, design, sched: Schedule, board) -> Resources:
         array_blocks, array_logic = array_cost(board, array)
         blocks, logic = blocks + array_blocks, logic + array_logic
         detail[array.name] = {"ram_blocks": array_blocks, "logic": array_logic}
-    weight_bytes = cs.o * cs.cg * cs.positions * storage_bits(p.weights) // 8
-    bias_bytes = cs.o * (8 if fixed_compute(stage) else 4)
+    # every pass of a stage reloading its weights loads (or streams) its own share of them
+    weight_bytes = stage.passes * cs.o * cs.cg * cs.positions * storage_bits(p.weights) // 8
+    bias_bytes = stage.passes * cs.o * (8 if fixed_compute(stage) else 4)
     per_image, per_launch = (weight_bytes, bias_bytes) if design.weights == "ddr" else (0, weight_bytes + bias_bytes)
     return Resources(multipliers, dsp, blocks, logic, per_image, per_launch, detail)

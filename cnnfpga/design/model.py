@@ -72,7 +72,7 @@ class Evaluation:
     def interval_cycles(self) -> int:
         """Cycles per image with images streaming back to back: each timing group's slowest stage (or
         link), the groups one after another."""
-        iters = {cost.stage.index: cost.schedule.image_iters for cost in self.stages}
+        iters = {cost.stage.index: cost.schedule.image_cycles for cost in self.stages}
         total = 0
         for group in self.groups:
             total += max(max(iters[stage.index] for stage in group),
@@ -205,21 +205,25 @@ def run_stages(design, stages, batch: int, loads: bool = True, links: dict = Non
     first_inputs = {}
     for stage in stages:
         schedule = design.schedule(stage)
-        t = schedule.launch_iters if loads else 0
+        t = 0
         arrived = time_written if not links or stage.index not in links else link_arrival(links[stage.index])
         reads_done, ends, written = 0, [], []
         total_written = 0
-        for _ in range(batch):
-            for iters, reads, writes in schedule.phases:
-                finish = t + iters
-                if producer is not None and reads:
-                    reads_done += reads
-                    first_inputs.setdefault(stage.index, arrived(producer, 1))
-                    finish = max(finish, arrived(producer, reads_done) + iters - reads + 1)
-                t = finish
-                total_written += writes
-                ends.append(t)
-                written.append(total_written)
+        # a stage reloading its weights is a segment of its own: its passes run one after another,
+        # each loading its share of the weights and reading the batch again from DDR
+        for _ in range(schedule.passes):
+            t += schedule.launch_iters if loads else 0
+            for _ in range(batch):
+                for iters, reads, writes in schedule.phases:
+                    finish = t + iters
+                    if producer is not None and reads:
+                        reads_done += reads
+                        first_inputs.setdefault(stage.index, arrived(producer, 1))
+                        finish = max(finish, arrived(producer, reads_done) + iters - reads + 1)
+                    t = finish
+                    total_written += writes
+                    ends.append(t)
+                    written.append(total_written)
         producer = (ends, written, schedule)
         end = t
     return end, first_inputs
@@ -304,12 +308,13 @@ def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds
                 totals.ram_blocks += blocks
                 totals.logic += logic
             first, last = segment.stages[0], segment.stages[-1]
+            # a stage reloading its weights reads its input once per pass, and writes a share each pass
             if first.index not in links:
-                totals.ddr_bytes_per_image += ddr_bytes(first, design.of(first).width_in, first.in_shape,
-                                                        first.precision.inputs)
+                totals.ddr_bytes_per_image += first.passes * ddr_bytes(first, design.of(first).width_in,
+                                                                       first.in_shape, first.precision.inputs)
             if not any(next_stage.index in links for next_stage in successors(design, last)):
-                totals.ddr_bytes_per_image += ddr_bytes(last, design.of(last).width_out, last.out_shape,
-                                                        last.precision.outputs)
+                totals.ddr_bytes_per_image += last.passes * ddr_bytes(last, design.of(last).width_out,
+                                                                      last.out_shape, last.precision.outputs)
         totals.logic += segment_port_logic(plan)
         partition_totals.append(totals)
     totals = Resources(*(max(getattr(t, name) for t in partition_totals)

@@ -17,6 +17,10 @@ with the whole board to itself.  Where the cuts go:
 - "auto": the fewest partitions that fit (each grown while it still fits at its smallest), then
   as many as three more partitions tried, evenly cut, the objective's best kept (a count whose
   reconfigurations alone take longer than the best so far is not tried).
+
+A convolution too large for the board even on its own reloads its weights (fpgaConvNet's weights
+reloading): it keeps a share of its filters on chip and runs in passes, each reading its input
+from DDR again (with_reloading, placement.reload_filters).
 """
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ import math
 from dataclasses import replace
 
 from ..errors import DesignError
-from ..placement import cut_at
+from ..placement import cut_at, reload_filters
 from . import Design
 from .balance import Search, balance
 from .model import evaluate
+from .stage import divisors
 
 MORE_PARTITIONS_TRIED = 3     # "auto": partition counts tried beyond the fewest that fit
 
@@ -52,15 +57,31 @@ def sub_plan(plan, stages) -> object:
     return replace(plan, steps=[s for s in plan.segments if s.stages[0].index in indices])
 
 
-def fits_smallest(plan, stages, board, max_util: float) -> bool:
-    """Does a partition of `stages` fit under the cap at its smallest design?"""
+def misfit(plan, stages, board, max_util: float) -> str:
+    """Why a partition of `stages` does not fit under the cap even at its smallest design ("" where it fits)."""
     cut = cut_at(plan, [stages[0].index, *[s.index for s in plan.stages if s.index > stages[-1].index][:1]])
     search = Search(sub_plan(cut, stages), board, 1, "throughput", max_util, None, 0.0)
     try:
         search.fit_smallest()
-    except DesignError:
-        return False
-    return True
+    except DesignError as error:
+        return str(error)
+    return ""
+
+
+def with_reloading(plan, board, max_util: float):
+    """`plan` with every ungrouped convolution that does not fit the board on its own, even at its
+    smallest, computing its filters in the fewest passes that make it fit (weights reloading:
+    placement.reload_filters); the other stages as they were."""
+    for index in [stage.index for stage in plan.stages if stage.kind == "conv" and stage.spec.group == 1]:
+        stage = next(s for s in plan.stages if s.index == index)
+        if not misfit(plan, [stage], board, max_util):
+            continue
+        for passes in divisors(stage.out_shape[1])[1:]:
+            trial = reload_filters(plan, index, passes)
+            if not misfit(trial, [next(s for s in trial.stages if s.index == index)], board, max_util):
+                plan = trial
+                break
+    return plan
 
 
 def even_starts(plan, count: int) -> list:
@@ -89,14 +110,14 @@ def fewest_starts(plan, board, max_util: float) -> list:
     stages = plan.stages
     starts, current = [], []
     for stage in stages:
-        if current and not fits_smallest(plan, current + [stage], board, max_util):
+        if current and misfit(plan, current + [stage], board, max_util):
             starts.append(stage.index)
             current = []
         current.append(stage)
-        if len(current) == 1 and not fits_smallest(plan, current, board, max_util):
-            raise DesignError(f"{stage.layer.where}: '{stage.name}' alone does not fit on {board.name} under "
-                              f"{max_util:.0%} of every resource, even at its smallest; a partition cannot "
-                              f"hold less than one layer")
+        reason = misfit(plan, current, board, max_util) if len(current) == 1 else ""
+        if reason:
+            raise DesignError(f"{stage.layer.where}: '{stage.name}' alone does not fit, and a partition cannot "
+                              f"hold less than one layer: {reason}")
     return starts
 
 
@@ -125,7 +146,9 @@ def objective_seconds(design, board, batch: int, objective: str, fmax_mhz, host_
 def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, objective: str = "latency",
                       max_util: float = 0.85, fmax_mhz: float = None, host_seconds: float = 0.0) -> Design:
     """A partitioned design: `partitions` a count or "auto" (see the module docstring); `fpgas` 1 (one
-    board, reconfigured) or the number of partitions (a chain)."""
+    board, reconfigured) or the number of partitions (a chain).  A convolution that does not fit the
+    board on its own reloads its weights in passes (with_reloading)."""
+    plan = with_reloading(plan, board, max_util)
     if partitions == "auto":
         fewest = len(fewest_starts(plan, board, max_util)) + 1
         counts = range(fewest, min(len(plan.stages), fewest + MORE_PARTITIONS_TRIED) + 1)

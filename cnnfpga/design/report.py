@@ -37,13 +37,15 @@ def layer_rows(evaluation, host_times: dict) -> list:
             cost = costs[stage.index]
             sd = design.of(stage)
             parallelism = {"width_in": sd.width_in, "width_out": sd.width_out}
+            describe = sd.describe()
             if stage.kind == "conv":
-                parallelism.update(ci=sd.ci, co=sd.co, f=sd.f, weights=sd.weights)
+                parallelism.update(ci=sd.ci, co=sd.co, f=sd.f, weights=sd.weights, reload_passes=stage.passes)
+                describe += f", {stage.passes} passes" if stage.passes > 1 else ""
             rows.append({"name": stage.name, "type": stage.layer.type, "location": "fpga", "stage": stage.index,
                          "partition": partition_of[stage.index],
-                         "parallelism": parallelism, "describe": sd.describe(),
-                         "cycles": cost.schedule.image_iters, "launch_cycles": cost.schedule.launch_iters,
-                         "share": cost.schedule.image_iters / interval, "macs": cost.macs,
+                         "parallelism": parallelism, "describe": describe,
+                         "cycles": cost.schedule.image_cycles, "launch_cycles": cost.schedule.launch_cycles,
+                         "share": cost.schedule.image_cycles / interval, "macs": cost.macs,
                          "multipliers": cost.resources.multipliers, "dsp": cost.resources.dsp,
                          "ram_blocks": cost.resources.ram_blocks, "logic": cost.resources.logic,
                          "precision": str(stage.precision.inputs) if stage.precision.inputs == stage.precision.outputs

@@ -49,14 +49,24 @@ class StageDesign:
 @dataclass(frozen=True)
 class Schedule:
     """Iterations of a stage's pipelined loops: once per launch (loading weights or tables), and
-    per image.  Cycles for a batch = launch_iters + batch * image_iters."""
+    per image -- of one pass; a conv reloading its weights runs `passes` launches, one per share of
+    its filters.  Cycles for a batch = passes x (launch_iters + batch * image_iters)."""
     launch_iters: int
     image_iters: int
     window: object = None      # the WindowSchedule of a sliding-window stage
     phases: tuple = ()         # (iterations, input words read, output words written) per phase of an image
+    passes: int = 1
+
+    @property
+    def launch_cycles(self) -> int:
+        return self.passes * self.launch_iters
+
+    @property
+    def image_cycles(self) -> int:
+        return self.passes * self.image_iters
 
     def cycles(self, batch: int) -> int:
-        return self.launch_iters + batch * self.image_iters
+        return self.launch_cycles + batch * self.image_cycles
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """A design on disk: DIR/design.json holds what the kernels are built from -- every device layer's
 formats (fractional bits included) and every stage's parallelism, stream widths, weight placement
-and channel depths -- plus the net it was made for.  ``load_design`` rebuilds exactly that Design
+and channel depths, the partitions and the convolutions reloading their weights in passes -- plus
+the net it was made for.  ``load_design`` rebuilds exactly that Design
 for a graph of the same net, so that ``Net(..., design=DIR)`` runs what DIR/design.cl (design_p1.cl,
 ... for a partitioned design) describes.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..errors import DesignError, PrecisionError
 from ..layers import DEVICE_TYPES
-from ..placement import cut_at, place
+from ..placement import cut_at, place, reload_filters
 from ..precision import LayerPrecision, exact_format
 from . import Design
 from .stage import StageDesign
@@ -39,6 +40,7 @@ def design_record(design: Design, net_path, extra: dict = None) -> dict:
         "stages": [dict(name=stage.name, **asdict(design.of(stage))) for stage in plan.stages],
         "channel_depths": dict(design.channel_depths),
         "partitions": [[names[index] for index in indices] for indices in design.partitions],
+        "reload_passes": {stage.name: stage.passes for stage in plan.stages if stage.passes > 1},
         "fpgas": design.fpgas,
         **(extra or {}),
     }
@@ -83,6 +85,8 @@ def load_design(directory, graph) -> Design:
             raise DesignError(f"{path}: made for another net ({record['net']}): its device stages differ from "
                               f"{graph.path}'s (e.g. '{missing[0]}')")
         index = {stage.name: stage.index for stage in plan.stages}
+        for name, passes in record.get("reload_passes", {}).items():
+            plan = reload_filters(plan, index[name], int(passes))
         partitions = tuple(tuple(index[name] for name in part) for part in record.get("partitions", []))
         if partitions:
             plan = cut_at(plan, [part[0] for part in partitions[1:]])
@@ -95,7 +99,7 @@ def load_design(directory, graph) -> Design:
             stages[stage.index] = StageDesign(**{**entry, "index": stage.index})
         design = Design(plan, stages, dict(record["channel_depths"]), partitions=partitions,
                         fpgas=int(record.get("fpgas", 1)))
-    except (KeyError, TypeError, ValueError, PrecisionError) as error:
+    except (KeyError, TypeError, ValueError, PrecisionError) as error:   # reload_filters' refusal too
         raise DesignError(f"{path}: malformed design file ({error})") from None
     design.check()
     return design

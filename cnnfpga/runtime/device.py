@@ -104,12 +104,14 @@ def compiler_remarks_ignored():
         yield
 
 
-def build_program(context, devices: list, source: str, options: list, describe_line=None, bitstream: str = None):
+def build_program(context, devices: list, source: str, options: list, describe_line=None, bitstream: str = None,
+                  label: str = "the OpenCL program"):
     """Build `source` for `devices` (a device and its sub-devices), reusing a cached binary of the
     same source and options; the first device names the cache entry.
 
     describe_line(line) -> str names what a source line belongs to (a stage), for build errors.
     bitstream: a prebuilt binary (an aoc .aocx) to load instead of compiling.
+    label: what the progress line calls it (one of several programs: which).
     """
     device = devices[0]
     if bitstream is not None:
@@ -128,8 +130,8 @@ def build_program(context, devices: list, source: str, options: list, describe_l
                 return cl.Program(context, devices, [path.read_bytes()] * len(devices)).build(options=options)
         except cl.Error:
             path.unlink(missing_ok=True)   # stale or foreign binary: rebuild from source
-    log.info("compiling the OpenCL program for %s (the first build of a design can take a minute; it is cached "
-             "in %s)", device.name.strip(), cache_dir())
+    log.info("compiling %s for %s (the first build of a design can take a minute; it is cached in %s)", label,
+             device.name.strip(), cache_dir())
     program = cl.Program(context, source)
     try:
         with compiler_remarks_ignored():

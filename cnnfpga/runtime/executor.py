@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyopencl as cl
@@ -17,7 +17,7 @@ from ..design import default_design, kind
 from ..design.stage import padded
 from ..errors import DeviceError
 from ..layers import REGISTRY
-from ..placement import HostStep, Segment, place
+from ..placement import HostStep, Segment, filter_pass, place
 from ..precision import Fixed, Half, calibration_statistics, dequantize, quantize, storage_dtype
 from ..reference import check_inputs
 from .device import build_program, host_cores_but_one, is_emulator, is_fpga, select_device
@@ -88,8 +88,9 @@ class SegmentRun:
     """A segment enqueued on a batch (DeviceNet.start_segment), for DeviceNet.finish_segment."""
     segment: Segment
     events: list          # (stage index, kernel event) for the stages' device times
-    read: object          # the event of the output's copy into `out`
-    out: np.ndarray       # the sink blob in the stream layout, once `read` is complete
+    reads: list           # the events of the output's copies into `outs`
+    outs: list            # the sink blob in the stream layout, once `reads` are complete: one per pass
+                          # of a stage reloading its weights (each a share of the channels), else one
     source: np.ndarray    # the host array the input copy reads: alive until the queue has run it
 
 
@@ -113,6 +114,54 @@ def partition_bitstreams(graph, bitstream, partitions: int) -> list:
     return list(bitstream)
 
 
+@dataclass
+class DevicePlace:
+    """One OpenCL device and what lives on it: its context and queues, the segments' buffers, and the
+    counters its kernels add to (per stage: values saturated, and with count_cycles loop iterations).
+    A chain's partitions each have one; on one device everything shares one."""
+    device: object
+    fpga: bool
+    context: object
+    queue: object
+    sub_device: object        # all cores but one of the host's CPU (for streams), or None
+    sub_queue: object
+    stats_buffer: object
+    stage_queues: dict        # stage index -> its own queue (an FPGA platform runs a segment's stages at once)
+    buffers: dict = field(default_factory=dict)
+    layout_kernel: object = None   # the fast variant's input layout kernel
+
+    @classmethod
+    def open(cls, device, stages: int, sub_device: bool) -> "DevicePlace":
+        sub = host_cores_but_one(device) if sub_device else None
+        context = cl.Context([device] + ([sub] if sub is not None else []))
+        profiling = cl.command_queue_properties.PROFILING_ENABLE
+        stats = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
+                          hostbuf=np.zeros(2 * max(1, stages), np.uint64))
+        fpga = is_fpga(device)
+        return cls(device, fpga, context, cl.CommandQueue(context, device, properties=profiling), sub,
+                   cl.CommandQueue(context, sub, properties=profiling) if sub is not None else None, stats,
+                   {index: cl.CommandQueue(context, device, properties=profiling) for index in range(stages)}
+                   if fpga else {})
+
+    def build(self, source: str, describe, bitstream, label: str, count_cycles: bool, variant: str):
+        # an FPGA platform runs the real channels, every stage of a segment at once on its own queue
+        options = [] if self.fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
+        if count_cycles:
+            options += ["-D", "CNNFPGA_COUNT_CYCLES"]
+        if variant == "fast":
+            options.append("-cl-mad-enable")
+        devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
+        return build_program(self.context, devices, source, options, describe, bitstream, label)
+
+    def stats(self) -> np.ndarray:
+        counts = np.empty(self.stats_buffer.size // 8, np.uint64)
+        cl.enqueue_copy(self.queue, counts, self.stats_buffer)
+        return counts
+
+    def reset(self) -> None:
+        cl.enqueue_fill_buffer(self.queue, self.stats_buffer, np.uint64(0), 0, self.stats_buffer.size).wait()
+
+
 class DeviceNet:
     """A Graph run the FPGA way: conv / pool / ReLU / LRN stages as OpenCL kernels, the rest on the host.
 
@@ -120,7 +169,9 @@ class DeviceNet:
     precision:  a setting ("float", "half", "fixed16", "fixed8.4", {layer: form, "*": default}, a JSON
                 path) or {layer name: LayerPrecision} already resolved (cnnfpga.precision.resolve_precision)
     device:     platform/device name substring or "P:D"; default $CNNFPGA_DEVICE, then a real FPGA board,
-                then any device but the FPGA emulator
+                then any device but the FPGA emulator; for a partitioned design also a list of them, one
+                per partition, each partition's program on its own device (a board of a chain); the
+                same device twice is two contexts, as two boards.  One device runs the partitions in turn
     calibration: for fixed formats with automatic fractional bits: input batches to run through the
                 golden model, a {blob: max |x|} mapping, or a JSON file of those; None: defaults
     bitstream:  an aoc-built .aocx for an FPGA board (a board cannot compile source; Intel's FPGA
@@ -159,59 +210,62 @@ class DeviceNet:
             self.plan = place(graph, precision, calibration_statistics(graph, calibration))
             design = default_design(self.plan, parallelism, variant)
         self.design = design
-        self.device = select_device(device)
-        self.fpga = is_fpga(self.device)
-        # where the device is the host's CPU: a sub-device leaving one core to the host layers (streams)
-        self.sub_device = host_cores_but_one(self.device)
-        devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
-        self.context = cl.Context(devices)
-        profiling = cl.command_queue_properties.PROFILING_ENABLE
-        self.queue = cl.CommandQueue(self.context, self.device, properties=profiling)
-        self.sub_queue = (cl.CommandQueue(self.context, self.sub_device, properties=profiling)
-                          if self.sub_device is not None else None)
+        selectors = list(device) if isinstance(device, (list, tuple)) else [device]
+        partitions = len(design.partition_plans())
+        if len(selectors) not in (1, partitions):
+            raise DeviceError(f"{graph.path}: {len(selectors)} devices given for a design of {partitions} "
+                              f"partition(s); give one device, or one per partition")
+        # one place per device given (the same device named twice is two places, two contexts, as two
+        # boards would be); on one device, the partitions take turns
+        self.places = [DevicePlace.open(select_device(selector), len(self.plan.stages), len(selectors) == 1)
+                       for selector in selectors]
+        first = self.places[0]
+        # the first device's: what the host-layer overlap of forward_stream works with
+        self.device, self.queue, self.sub_device, self.sub_queue = first.device, first.queue, first.sub_device, \
+            first.sub_queue
         self.stream_split_cores = {}   # batch size -> did forward_stream give the device all cores but one
         self.stream_timing = {}        # batch size -> (device, host-layer seconds) that decided it
         self.program_code = codegen.generate(self.plan, design, inject, variant)
-        if self.fpga and variant != "fpga":
-            raise DeviceError(f"{graph.path}: the '{variant}' variant is not an FPGA design; use variant='fpga' "
-                              f"on '{self.device.name.strip()}'")
-        if self.fpga and not is_emulator(self.device) and bitstream is None:
-            raise DeviceError(f"{graph.path}: '{self.device.name.strip()}' is an FPGA board; compile the generated "
-                              "source with aoc and pass bitstream=path.aocx")
-        # an FPGA platform runs the real channels, every stage of a segment at once on its own queue
-        options = [] if self.fpga else ["-D", "CNNFPGA_EMULATE_CHANNELS"]
-        if count_cycles:
-            options += ["-D", "CNNFPGA_COUNT_CYCLES"]
-        if variant == "fast":
-            options.append("-cl-mad-enable")
-        # a partitioned design is one program per partition (one bitstream each on a board), run in turn
+        for where in self.places:
+            name = where.device.name.strip()
+            if where.fpga and variant != "fpga":
+                raise DeviceError(f"{graph.path}: the '{variant}' variant is not an FPGA design; use variant='fpga' "
+                                  f"on '{name}'")
+            if where.fpga and not is_emulator(where.device) and bitstream is None:
+                raise DeviceError(f"{graph.path}: '{name}' is an FPGA board; compile the generated source with aoc "
+                                  "and pass bitstream=path.aocx")
+        # a partitioned design is one program per partition (one bitstream each on a board), on its own
+        # device or all on one in turn
         plans = design.partition_plans()
         codes = [self.program_code] if len(plans) == 1 else [codegen.generate(p, design, inject, variant)
                                                                for p in plans]
         bitstreams = [bitstream] if len(plans) == 1 else partition_bitstreams(graph, bitstream, len(plans))
-        self.programs = [build_program(self.context, devices, code.source, options, describe_line(code), stream)
-                         for code, stream in zip(codes, bitstreams)]
+        labels = (["the OpenCL program"] if len(codes) == 1 else
+                  [f"OpenCL program {k} of {len(codes)} (partition {k})" for k in range(1, len(codes) + 1)])
+        homes = self.places if len(self.places) == len(codes) else [first] * len(codes)
+        self.programs = [home.build(code.source, describe_line(code), stream, label, count_cycles, variant)
+                         for code, stream, label, home in zip(codes, bitstreams, labels, homes)]
         self.program = self.programs[0]
-        self.kernels, self.winograd_kernels = {}, {}
-        for code, program in zip(codes, self.programs):
+        self.kernels, self.winograd_kernels, self.place_of = {}, {}, {}
+        for code, program, home in zip(codes, self.programs, homes):
+            if variant == "fast" and home.layout_kernel is None:
+                # fast variant: a float segment input goes to the device as it is and a kernel lays it out
+                home.layout_kernel = program.cnnfpga_nchw_to_stream
             for stage_code in code.stages:
-                self.kernels[stage_code.stage.index] = getattr(program, stage_code.kernel)
+                index = stage_code.stage.index
+                self.place_of[index] = home
+                self.kernels[index] = getattr(program, stage_code.kernel)
                 if stage_code.winograd:   # a Winograd stage's two kernels before its main one (the output transform)
-                    self.winograd_kernels[stage_code.stage.index] = (getattr(program, stage_code.kernel + "_input"),
-                                                                     getattr(program, stage_code.kernel + "_gemm"))
+                    self.winograd_kernels[index] = (getattr(program, stage_code.kernel + "_input"),
+                                                    getattr(program, stage_code.kernel + "_gemm"))
         self.codes = {code.stage.index: code for code in self.program_code.stages}
-        self.stage_queues = ({stage.index: cl.CommandQueue(self.context, self.device, properties=profiling)
-                              for stage in self.plan.stages} if self.fpga else {})
         if stall_seconds is None:
-            stall_seconds = EMULATOR_STALL_SECONDS if is_emulator(self.device) else STALL_SECONDS
+            stall_seconds = EMULATOR_STALL_SECONDS if any(is_emulator(p.device) for p in self.places) else STALL_SECONDS
         self.stall_seconds = float(stall_seconds)
-        # fast variant: a float segment input goes to the device as it is and a kernel lays it out
-        self.layout_kernel = self.program.cnnfpga_nchw_to_stream if variant == "fast" else None
-        # per stage, two counters the kernels add to: values saturated (fp16 overflows) and, with
-        # count_cycles, loop iterations; the host counts its own conversions in host_saturation
+        # the host counts its own conversions (and weights saturated when quantised) per stage; the
+        # kernels count on their device (DevicePlace.stats)
         self.host_saturation = {stage.index: 0 for stage in self.plan.stages}
-        self.stats_buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
-                                      hostbuf=np.zeros(2 * max(1, len(self.plan.stages)), np.uint64))
+        # per stage, the arguments of each pass (one but for a conv reloading its weights)
         self.stage_args = {stage.index: self._stage_args(stage) for stage in self.plan.stages}
         self.inner_products = {step.layer.name: InnerProduct.from_layer(step.layer, prune_threshold=prune_threshold)
                                for step in self.plan.steps
@@ -222,38 +276,40 @@ class DeviceNet:
         # device seconds per stage from OpenCL events, summed over runs; keyed like saturation() and
         # cycles() by the stage's name, its first layer's (a ReLU fused into a convolution adds to it)
         self.stage_seconds = {stage.name: 0.0 for stage in self.plan.stages}
-        self.buffers = {}
 
     def _stage_args(self, stage) -> list:
-        """The kernel arguments after the two ports and before n_images."""
-        code = self.codes[stage.index]
+        """The kernel arguments after the two ports and before n_images, for each pass of the stage."""
+        code, where = self.codes[stage.index], self.place_of[stage.index]
         flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
+        passes = [filter_pass(stage, number) for number in range(stage.passes)] if stage.passes > 1 else [stage]
         if code.fast:
-            return self._fast_args(stage, code, flags)
+            return [self._fast_args(one_pass, code, where.context, flags) for one_pass in passes]
         sd = self.design.of(stage)
-        arrays, saturated = kind(stage).arrays(stage, sd)
-        self.host_saturation[stage.index] += saturated
-        args = [cl.Buffer(self.context, flags, hostbuf=np.ascontiguousarray(a)) for a in arrays]
-        if not self.fpga:   # on-chip arrays, emulated in global memory
-            args += [cl.Buffer(self.context, cl.mem_flags.READ_WRITE, max(1, a.count) * np.dtype(a.dtype).itemsize)
-                     for a in kind(stage).onchip(stage, sd, self.design.schedule(stage))]
-        return args + [self.stats_buffer]
+        scratch = []
+        if not where.fpga:   # on-chip arrays, emulated in global memory (the passes take turns)
+            scratch = [cl.Buffer(where.context, cl.mem_flags.READ_WRITE, max(1, a.count) * np.dtype(a.dtype).itemsize)
+                       for a in kind(stage).onchip(stage, sd, self.design.schedule(stage))]
+        args = []
+        for one_pass in passes:
+            arrays, saturated = kind(stage).arrays(one_pass, sd)
+            self.host_saturation[stage.index] += saturated
+            args.append([cl.Buffer(where.context, flags, hostbuf=np.ascontiguousarray(a)) for a in arrays] +
+                        scratch + [where.stats_buffer])
+        return args
 
-    def _fast_args(self, stage, code, flags) -> list:
+    def _fast_args(self, stage, code, context, flags) -> list:
         if stage.kind != "conv":
             return []
         layout = fast.winograd_weight_layout if code.winograd else fast.fast_conv_weight_layout
         weights, bias = layout(stage)
-        args = [cl.Buffer(self.context, flags, hostbuf=weights), cl.Buffer(self.context, flags, hostbuf=bias)]
+        args = [cl.Buffer(context, flags, hostbuf=weights), cl.Buffer(context, flags, hostbuf=bias)]
         if not code.winograd:   # what the fast conv reads where its window covers padding
             zeros = np.zeros(fast.fast_zeros_length(stage), np.float32)
-            args.append(cl.Buffer(self.context, flags, hostbuf=zeros))
+            args.append(cl.Buffer(context, flags, hostbuf=zeros))
         return args
 
     def _stats(self) -> np.ndarray:
-        counts = np.empty(2 * max(1, len(self.plan.stages)), np.uint64)
-        cl.enqueue_copy(self.queue, counts, self.stats_buffer)
-        return counts
+        return sum(where.stats() for where in self.places)   # each stage counts on its own device only
 
     def saturation(self) -> dict:
         """{layer name: values saturated so far} for every device stage (fixed-point outputs; fp16
@@ -268,7 +324,8 @@ class DeviceNet:
         return {stage.name: int(counts[2 * stage.index + 1]) for stage in self.plan.stages}
 
     def reset_counters(self) -> None:
-        cl.enqueue_fill_buffer(self.queue, self.stats_buffer, np.uint64(0), 0, self.stats_buffer.size).wait()
+        for where in self.places:
+            where.reset()
         self.host_saturation = {index: 0 for index in self.host_saturation}
 
     # -- running ------------------------------------------------------------------------------------
@@ -400,39 +457,39 @@ class DeviceNet:
         """The DDR input, the channels (emulated: buffers holding the whole stream; on an FPGA
         platform real channels, no buffer) and the DDR output of a segment for n images; allocated
         once per segment and batch size."""
-        key = (id(segment), n)
-        if key not in self.buffers:
+        key, where = (id(segment), n), self.place_of[segment.stages[0].index]
+        if key not in where.buffers:
             first = self.codes[segment.stages[0].index].source_in
             ports = [(first, segment.stages[0].in_shape)]
             ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
-            self.buffers[key] = {
-                port.name: cl.Buffer(self.context, cl.mem_flags.READ_WRITE,
+            where.buffers[key] = {
+                port.name: cl.Buffer(where.context, cl.mem_flags.READ_WRITE,
                                      n * h * w * padded(c, port.width) * storage_dtype(port.fmt).itemsize)
-                for port, (_, c, h, w) in ports if not (self.fpga and port.channel)}
-        return self.buffers[key]
+                for port, (_, c, h, w) in ports if not (where.fpga and port.channel)}
+        return where.buffers[key]
 
     def _port_args(self, code, port_buffers: dict) -> list:
-        return [port_buffers[port.name] for port in (code.source_in, code.source_out)
-                if not (self.fpga and port.channel)]
+        fpga = self.place_of[code.stage.index].fpga
+        return [port_buffers[port.name] for port in (code.source_in, code.source_out) if not (fpga and port.channel)]
 
-    def _winograd_scratch(self, n: int) -> tuple:
-        """The transformed inputs V and products M of a Winograd stage for n images: one pair, as big
-        as the largest stage needs, shared by all (the queue runs one stage at a time)."""
+    def _winograd_scratch(self, where: DevicePlace, n: int) -> tuple:
+        """The transformed inputs V and products M of a Winograd stage for n images: one pair per device,
+        as big as the largest stage needs, shared by all (the queue runs one stage at a time)."""
         key = ("winograd", n)
-        if key not in self.buffers:
+        if key not in where.buffers:
             sizes = [(code.winograd[2] * n * code.winograd[0] * fast.padded(code.stage.in_shape[1]),
                       code.winograd[2] * n * code.winograd[0] * code.ndrange[0] * code.ndrange[1])
                      for code in self.codes.values() if code.winograd]
-            self.buffers[key] = tuple(cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 4 * max(size))
-                                      for size in zip(*sizes))
-        return self.buffers[key]
+            where.buffers[key] = tuple(cl.Buffer(where.context, cl.mem_flags.READ_WRITE, 4 * max(size))
+                                       for size in zip(*sizes))
+        return where.buffers[key]
 
     def _enqueue_winograd(self, queue, stage, source, sink, n: int) -> list:
         """Input transform, the GEMMs, output transform (kernels/winograd_fast.cl); their events."""
         code = self.codes[stage.index]
         tiles, rows, positions = n * code.winograd[0], code.winograd[1], code.winograd[2]
-        transformed, products = self._winograd_scratch(n)
-        weights, bias = self.stage_args[stage.index]
+        transformed, products = self._winograd_scratch(self.place_of[stage.index], n)
+        weights, bias = self.stage_args[stage.index][0]
         transform_in, gemm = self.winograd_kernels[stage.index]
         transform_in.set_args(source, transformed, np.uint32(n))
         gemm.set_args(transformed, products, weights, np.uint32(n))
@@ -443,58 +500,63 @@ class DeviceNet:
                 cl.enqueue_nd_range_kernel(queue, gemm, (-(-tiles // rows), code.ndrange[1], positions), (1, 1, 1)),
                 cl.enqueue_nd_range_kernel(queue, transform_out, (words_out, tiles), (1, 1))]
 
-    def _enqueue_layout(self, queue, x: np.ndarray, port) -> np.ndarray:
+    def _enqueue_layout(self, where: DevicePlace, queue, x: np.ndarray, port) -> np.ndarray:
         """Copy an (N, C, H, W) float32 blob to the device unchanged and lay it out there into `port`
         (kernels/layout_fast.cl): cheaper than transposing and padding it on the host.  Returns the
         host array the copy reads, which must live until the queue has run it."""
         n, c, h, w = x.shape
         key = ("layout", x.size)
-        if key not in self.buffers:
-            self.buffers[key] = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, 4 * x.size)
+        if key not in where.buffers:
+            where.buffers[key] = cl.Buffer(where.context, cl.mem_flags.READ_ONLY, 4 * x.size)
         x = np.ascontiguousarray(x, np.float32)
-        cl.enqueue_copy(queue, self.buffers[key], x, is_blocking=False)
-        self.layout_kernel.set_args(self.buffers[key], port, np.int32(c), np.int32(h), np.int32(w),
-                                    np.int32(fast.padded(c) // 8))
-        cl.enqueue_nd_range_kernel(queue, self.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
+        cl.enqueue_copy(queue, where.buffers[key], x, is_blocking=False)
+        where.layout_kernel.set_args(where.buffers[key], port, np.int32(c), np.int32(h), np.int32(w),
+                                     np.int32(fast.padded(c) // 8))
+        cl.enqueue_nd_range_kernel(queue, where.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
     def start_segment(self, segment: Segment, x: np.ndarray, queue=None) -> "SegmentRun":
         """Enqueue a segment on a batch: the input copy, every stage, the output read.  Where channels
         are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
-        queue, and this returns once they have all finished (or raises if they stall)."""
-        queue = queue or self.queue
+        queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
+        the device's own (forward_stream's choice of cores); on several devices, the segment's device's."""
+        where = self.place_of[segment.stages[0].index]
+        queue = queue if queue is not None and len(self.places) == 1 else where.queue
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
         port_buffers = self._port_buffers(segment, n)
         first_stage = segment.stages[0]
-        if self.layout_kernel is not None and first.source_in.fmt == first_stage.precision.inputs and \
+        if where.layout_kernel is not None and first.source_in.fmt == first_stage.precision.inputs and \
                 not isinstance(first.source_in.fmt, (Fixed, Half)):
-            source = self._enqueue_layout(queue, x, port_buffers[first.source_in.name])
+            source = self._enqueue_layout(where, queue, x, port_buffers[first.source_in.name])
         else:
             source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.width)
             self.host_saturation[first_stage.index] += saturated
             cl.enqueue_copy(queue, port_buffers[first.source_in.name], source, is_blocking=False)
-        if self.fpga:
-            queue.finish()
-            events = self._run_together(segment, port_buffers, n)
-        else:
-            events = []
-            for stage in segment.stages:
-                events += self._enqueue_stage(queue, stage, port_buffers, n)
         _, c, h, w = segment.stages[-1].out_shape
-        out = np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt))
-        read = cl.enqueue_copy(queue, out, port_buffers[last.source_out.name], is_blocking=False)
-        return SegmentRun(segment, events, read, out, source)
+        events, reads, outs = [], [], []
+        # a conv reloading its weights is a segment of its own, run once per pass over the same input
+        for number in range(segment.stages[0].passes):
+            if where.fpga:
+                queue.finish()
+                events += self._run_together(segment, port_buffers, n, number)
+            else:
+                for stage in segment.stages:
+                    events += self._enqueue_stage(queue, stage, port_buffers, n, number)
+            outs.append(np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt)))
+            reads.append(cl.enqueue_copy(queue, outs[-1], port_buffers[last.source_out.name], is_blocking=False))
+        return SegmentRun(segment, events, reads, outs, source)
 
-    def _enqueue_stage(self, queue, stage, port_buffers: dict, n: int) -> list:
-        """One stage's kernel(s) on `queue`: [(stage index, event)]."""
+    def _enqueue_stage(self, queue, stage, port_buffers: dict, n: int, number: int = 0) -> list:
+        """One stage's kernel(s) on `queue` (pass `number` of a conv reloading its weights):
+        [(stage index, event)]."""
         code = self.codes[stage.index]
         if code.winograd:
             return [(stage.index, event) for event in self._enqueue_winograd(
                 queue, stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
         kernel = self.kernels[stage.index]
-        kernel.set_args(*self._port_args(code, port_buffers), *self.stage_args[stage.index], np.uint32(n))
+        kernel.set_args(*self._port_args(code, port_buffers), *self.stage_args[stage.index][number], np.uint32(n))
         if code.ndrange:
             _, blocks, rows = code.ndrange
             pixels = n * stage.out_shape[2] * stage.out_shape[3]
@@ -507,7 +569,7 @@ class DeviceNet:
             event = cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,))   # a task
         return [(stage.index, event)]
 
-    def _run_together(self, segment: Segment, port_buffers: dict, n: int) -> list:
+    def _run_together(self, segment: Segment, port_buffers: dict, n: int, number: int = 0) -> list:
         """Launch every stage of a segment at once, each on its own queue (the launch an aoc design
         needs: the stages block on each other's channels), and wait for all of them.  A pipeline in
         which no stage finishes for stall_seconds per image has stalled -- a stage waits forever on a
@@ -515,8 +577,8 @@ class DeviceNet:
         did not finish."""
         events = []
         for stage in segment.stages:
-            queue = self.stage_queues[stage.index]
-            events += self._enqueue_stage(queue, stage, port_buffers, n)
+            queue = self.place_of[stage.index].stage_queues[stage.index]
+            events += self._enqueue_stage(queue, stage, port_buffers, n, number)
             queue.flush()
         waiting = dict(events)
         limit = self.stall_seconds * max(1, n)
@@ -526,7 +588,7 @@ class DeviceNet:
                 status = event.command_execution_status
                 if status < 0:
                     raise DeviceError(f"{self.graph.path}: stage {index} '{self._stage_name(index)}' failed on "
-                                      f"'{self.device.name.strip()}' (OpenCL status {status})")
+                                      f"'{self.place_of[index].device.name.strip()}' (OpenCL status {status})")
                 if status == cl.command_execution_status.COMPLETE:
                     del waiting[index]
                     last_progress = time.monotonic()
@@ -545,12 +607,14 @@ class DeviceNet:
 
     def finish_segment(self, run: "SegmentRun") -> np.ndarray:
         """Wait for a started segment; its sink blob (and its stages' device times counted)."""
-        run.read.wait()
+        for read in run.reads:
+            read.wait()
         for index, event in run.events:
             self.stage_seconds[self._stage_name(index)] += (event.profile.end - event.profile.start) * 1e-9
         last = run.segment.stages[-1]
-        result = from_stream(run.out, last.out_shape[1], last.precision.outputs)
-        return result.reshape((len(run.out),) + tuple(last.layer.out_shapes[0][1:]))
+        shares = [from_stream(out, last.out_shape[1], last.precision.outputs) for out in run.outs]
+        result = np.concatenate(shares, axis=1) if len(shares) > 1 else shares[0]
+        return result.reshape((len(result),) + tuple(last.layer.out_shapes[0][1:]))
 
     def run_host(self, step: HostStep, inputs: list, threads: int = 1) -> list:
         """Inner products (over `threads` host threads) and softmax through cnnfpga.host, anything
