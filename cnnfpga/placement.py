@@ -326,13 +326,15 @@ def reload_filters(plan: Plan, index: int, passes: int) -> Plan:
     """`plan` with conv stage `index` computing its filters in `passes` passes (fpgaConvNet's weights
     reloading, for a layer whose weights do not fit on chip): the stage holds one pass's filters, a
     segment of its own reads its input from DDR once per pass, and each pass writes its share of the
-    output channels (the runtime puts them in place).  Refused (ValueError) for a stage that is not
-    an ungrouped convolution or whose outputs `passes` does not divide."""
+    output channels (the runtime puts them in place).  A stage already in passes gets the new count.
+    Refused (ValueError) for a stage that is not an ungrouped convolution or whose outputs `passes`
+    does not divide."""
     stage = next(s for s in plan.stages if s.index == index)
     n, outputs, h, w = stage.out_shape
-    if stage.kind != "conv" or stage.spec.group != 1 or stage.passes != 1 or passes < 1 or outputs % passes:
+    outputs *= stage.passes
+    if stage.kind != "conv" or stage.spec.group != 1 or passes < 1 or outputs % passes:
         raise ValueError(f"'{stage.name}' cannot compute its filters in {passes} passes")
-    if passes == 1:
+    if passes == stage.passes:
         return plan
     reloading = replace(stage, out_shape=(n, outputs // passes, h, w), passes=passes)
     later = [s.index for s in plan.stages if s.index > index][:1]

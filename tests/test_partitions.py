@@ -16,7 +16,10 @@ from cnnfpga.design.boards import load_board
 from cnnfpga.design.model import evaluate
 from cnnfpga.design.pareto import explore
 from cnnfpga.design import conv as conv_kind, default_design
-from cnnfpga.design.partitions import design_partitions, even_starts, pays_from_batch, with_reloading
+from cnnfpga.design.partitions import (design_partitions, even_starts, fewest_starts, pays_from_batch,
+                                       with_reloading)
+from cnnfpga.codegen import program_sources
+from cnnfpga.design.store import load_design, save_design
 from cnnfpga.design.verify import verify
 from cnnfpga.errors import DesignError
 from cnnfpga.placement import cut_at, place, reload_filters
@@ -141,14 +144,56 @@ def test_a_conv_too_large_alone_reloads_its_weights_in_the_fewest_passes_that_fi
     design = design_partitions(plan, cyclone, "auto")
     assert evaluate(design, cyclone, 1).fits(0.85)
     stage = next(stage for stage in design.plan.stages if stage.name == "conv2_2")
-    schedule = design.schedule(stage)
-    assert schedule.passes == 2 and schedule.cycles(3) == 2 * (schedule.launch_iters + 3 * schedule.image_iters)
+    schedule, passes = design.schedule(stage), stage.passes
+    assert passes >= 2 and schedule.passes == passes and stage.out_shape[1] * passes == 128
+    assert schedule.cycles(3) == passes * (schedule.launch_iters + 3 * schedule.image_iters)
     one_pass = replace(stage, passes=1)
     resources = conv_kind.resources(stage, design.of(stage), schedule, cyclone)
     single = conv_kind.resources(one_pass, design.of(stage), conv_kind.schedule(one_pass, design.of(stage)), cyclone)
     assert resources.ddr_bytes_per_launch + resources.ddr_bytes_per_image == \
-        2 * (single.ddr_bytes_per_launch + single.ddr_bytes_per_image)
+        passes * (single.ddr_bytes_per_launch + single.ddr_bytes_per_image)
     assert resources.ram_blocks == single.ram_blocks
+
+
+@pytest.mark.slow
+def test_more_passes_save_programs_where_latency_counts_and_not_where_throughput_does():
+    """Each reconfiguration costs a second: for one image, reloading convolutions take more passes to
+    share programs with their neighbours; at a batch of 256 the reconfigurations are amortised and
+    fewer passes (more programs) win."""
+    plan = with_reloading(place(one_image("vgg16.prototxt"), "fixed16"), load_board("cyclonev_sea5"), 0.85)
+    cyclone = load_board("cyclonev_sea5")
+    packed, packed_starts = fewest_starts(plan, cyclone, 0.85, pack=True)
+    _, starts = fewest_starts(plan, cyclone, 0.85)
+    assert len(packed_starts) < len(starts)
+    assert sum(s.passes for s in packed.stages) > sum(s.passes for s in plan.stages)
+    latency = design_partitions(plan, cyclone, "auto")
+    throughput = design_partitions(plan, cyclone, "auto", batch=256, objective="throughput")
+    assert len(latency.partitions) < len(throughput.partitions)
+    one, many = (evaluate(d, cyclone, b) for d, b in ((latency, 1), (throughput, 256)))
+    assert one.fpga_seconds < evaluate(throughput, cyclone, 1).fpga_seconds
+    assert many.fpga_seconds < evaluate(latency, cyclone, 256).fpga_seconds
+
+
+def test_a_reloading_design_is_stored_and_loaded_as_it_was(tmp_path, vgg16_published):
+    graph = one_image(str(vgg16_published))
+    cyclone = load_board("cyclonev_sea5")
+    design = design_partitions(place(graph, "fixed16"), cyclone, "auto")
+    save_design(design, tmp_path, vgg16_published)
+    loaded = load_design(tmp_path, graph)
+    assert [(s.name, s.passes, s.out_shape) for s in loaded.plan.stages] == \
+        [(s.name, s.passes, s.out_shape) for s in design.plan.stages]
+    assert loaded.partitions == design.partitions and loaded.stages == design.stages
+    assert program_sources(loaded) == program_sources(design)
+    assert evaluate(loaded, cyclone, 1).predicted() == evaluate(design, cyclone, 1).predicted()
+
+
+def test_a_chain_does_not_reload_weights():
+    """A board of a chain holds its partition for good: a conv that fits no board alone is refused."""
+    plan = place(one_image("vgg16.prototxt"), "fixed16")
+    tight = replace(A10, ram=replace(A10.ram, blocks=400))   # conv4_2's weights need 2 passes
+    assert {s.name: s.passes for s in with_reloading(plan, tight, 0.85).stages}["conv4_2"] == 2
+    with pytest.raises(DesignError, match="'conv4_2' alone does not fit"):
+        design_partitions(plan, tight, "auto", fpgas=8)
 
 
 @pytest.mark.parametrize("net, precision, passes", [

@@ -14,13 +14,14 @@ with the whole board to itself.  Where the cuts go:
 - a number of partitions: the cuts that split the convolutions' multiply-accumulates most evenly
   (each cut at the stage whose input stream is smallest among those splitting as evenly), every
   partition fitting the board at its smallest;
-- "auto": the fewest partitions that fit (each grown while it still fits at its smallest), then
-  as many as three more partitions tried, evenly cut, the objective's best kept (a count whose
-  reconfigurations alone take longer than the best so far is not tried).
+- "auto": the fewest partitions that fit (each grown while it still fits at its smallest, with and
+  without giving convolutions that reload their weights more passes to share a program), then up to
+  three partitions more than the fewest without, evenly cut, the objective's best kept (a count
+  whose reconfigurations alone take longer than the best so far is not tried).
 
-A convolution too large for the board even on its own reloads its weights (fpgaConvNet's weights
-reloading): it keeps a share of its filters on chip and runs in passes, each reading its input
-from DDR again (with_reloading, placement.reload_filters).
+On one board, a convolution too large for it even on its own reloads its weights (fpgaConvNet's
+weights reloading): it keeps a share of its filters on chip and runs in passes, each reading its
+input from DDR again (with_reloading, placement.reload_filters).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .model import evaluate
 from .stage import divisors
 
 MORE_PARTITIONS_TRIED = 3     # "auto": partition counts tried beyond the fewest that fit
+MORE_PASSES = 4               # reloading convolutions take up to 4 times their fewest passes to share a program
 
 
 def conv_macs(stage) -> int:
@@ -105,20 +107,52 @@ def even_starts(plan, count: int) -> list:
     return starts
 
 
-def fewest_starts(plan, board, max_util: float) -> list:
-    """Partitions grown stage by stage while each still fits at its smallest."""
-    stages = plan.stages
+def stage_at(plan, index: int):
+    return next(stage for stage in plan.stages if stage.index == index)
+
+
+def with_more_passes(plan, indices: list, board, max_util: float, fewest: dict):
+    """`plan` with the convolutions among stages `indices` that reload their weights in more passes
+    (doubled, up to MORE_PASSES times their fewest, `fewest` {index: passes}) so that the stages fit one
+    program together; None where that does not make them fit."""
+    reloading = [index for index in indices if stage_at(plan, index).passes > 1]
+    while True:
+        grown = plan
+        for index in reloading:
+            stage = stage_at(grown, index)
+            if stage.out_shape[1] % 2 == 0 and 2 * stage.passes <= MORE_PASSES * fewest[index]:
+                grown = reload_filters(grown, index, 2 * stage.passes)
+        if grown is plan:
+            return None
+        plan = grown
+        if not misfit(plan, [stage_at(plan, index) for index in indices], board, max_util):
+            return plan
+
+
+def fewest_starts(plan, board, max_util: float, pack: bool = False) -> tuple:
+    """(plan, first stages of partitions 2..): partitions grown stage by stage while each still fits at
+    its smallest.  pack: where a stage does not fit beside a partition with convolutions reloading
+    their weights, give them more passes if that makes room (with_more_passes) -- fewer
+    reconfigurations (about a second each) for more reads of their inputs."""
     starts, current = [], []
-    for stage in stages:
-        if current and misfit(plan, current + [stage], board, max_util):
-            starts.append(stage.index)
-            current = []
-        current.append(stage)
-        reason = misfit(plan, current, board, max_util) if len(current) == 1 else ""
+    fewest = {stage.index: stage.passes for stage in plan.stages}
+    for index in [stage.index for stage in plan.stages]:
+        if current:
+            joined = current + [index]
+            if misfit(plan, [stage_at(plan, i) for i in joined], board, max_util):
+                packed = with_more_passes(plan, joined, board, max_util, fewest) if pack else None
+                if packed is None:
+                    starts.append(index)
+                    current = []
+                else:
+                    plan = packed
+        current.append(index)
+        stage = stage_at(plan, index)
+        reason = misfit(plan, [stage], board, max_util) if len(current) == 1 else ""
         if reason:
             raise DesignError(f"{stage.layer.where}: '{stage.name}' alone does not fit, and a partition cannot "
                               f"hold less than one layer: {reason}")
-    return starts
+    return plan, starts
 
 
 def partitioned(plan, board, starts: list, fpgas: int, batch: int = 1, objective: str = "latency",
@@ -146,12 +180,19 @@ def objective_seconds(design, board, batch: int, objective: str, fmax_mhz, host_
 def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, objective: str = "latency",
                       max_util: float = 0.85, fmax_mhz: float = None, host_seconds: float = 0.0) -> Design:
     """A partitioned design: `partitions` a count or "auto" (see the module docstring); `fpgas` 1 (one
-    board, reconfigured) or the number of partitions (a chain).  A convolution that does not fit the
-    board on its own reloads its weights in passes (with_reloading)."""
-    plan = with_reloading(plan, board, max_util)
+    board, reconfigured) or the number of partitions (a chain).  On one board, a convolution that does
+    not fit it on its own reloads its weights in passes (with_reloading); a board of a chain holds its
+    partition for good, so there it does not fit."""
+    if fpgas == 1:
+        plan = with_reloading(plan, board, max_util)
     if partitions == "auto":
-        fewest = len(fewest_starts(plan, board, max_util)) + 1
-        counts = range(fewest, min(len(plan.stages), fewest + MORE_PARTITIONS_TRIED) + 1)
+        # the fewest partitions grown stage by stage: with reloading convolutions packed beside others
+        # in more passes, and without
+        grown = {}
+        for pack in (True, False):
+            grown_plan, starts = fewest_starts(plan, board, max_util, pack)
+            grown.setdefault(len(starts) + 1, (grown_plan, starts))
+        counts = range(min(grown), min(len(plan.stages), max(grown) + MORE_PARTITIONS_TRIED) + 1)
         if fpgas > 1:
             counts = [fpgas]
         designs = []
@@ -160,17 +201,15 @@ def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, o
             floor = count * board.reconfiguration_s / (1 if objective == "latency" else batch)
             if fpgas == 1 and count > 1 and designs and floor >= min(d[0] for d in designs):
                 break
-            try:
-                design = partitioned(plan, board, even_starts(plan, count), fpgas, batch, objective, max_util,
-                                     fmax_mhz, host_seconds)
-            except DesignError:
-                if count == fewest:    # the even cut may not fit where the grown one does
-                    design = partitioned(plan, board, fewest_starts(plan, board, max_util), fpgas, batch,
-                                         objective, max_util, fmax_mhz, host_seconds)
-                else:
+            # the even cut, and the grown one (the even cut may not fit where the grown one does)
+            for option_plan, starts in [(plan, even_starts(plan, count))] + ([grown[count]] if count in grown else []):
+                try:
+                    design = partitioned(option_plan, board, starts, fpgas, batch, objective, max_util, fmax_mhz,
+                                         host_seconds)
+                except DesignError:
                     continue
-            designs.append((objective_seconds(design, board, batch, objective, fmax_mhz, host_seconds), count,
-                            design))
+                designs.append((objective_seconds(design, board, batch, objective, fmax_mhz, host_seconds),
+                                count, design))
         return min(designs, key=lambda d: d[:2])[2]
     return partitioned(plan, board, even_starts(plan, partitions), fpgas, batch, objective, max_util, fmax_mhz,
                        host_seconds)
