@@ -6,6 +6,8 @@ runs at once and they block on each other's channels, as on an FPGA).
 * AlexNet and SqueezeNet 1.1 (a branching net; GoogLeNet's default design takes about 97 s to build on
   the emulator, SqueezeNet's 20-40 s) with filler weights match the golden models at batch 1;
 * the source of every bundled net builds in every precision form;
+* a partitioned design with a convolution reloading its weights runs as on PoCL, on the emulator alone
+  and with its second program on PoCL;
 * a pipeline that stalls is reported as a stall that names the stage, not a hang.
 
 The emulator is slow where many stages block on shallow channels: a blocked kernel spins and starves
@@ -237,3 +239,29 @@ def test_a_stalled_pipeline_is_reported_naming_the_stage():
     message = child.stdout
     assert "stalled" in message and "stage 0 'conv1'" in message, message
     assert "pool1" not in message, message   # the stages after it ran to the end
+
+
+# ------------------------------------------------------------------ partitions, reloading, devices
+
+def test_a_partitioned_reloading_design_runs_on_the_emulator_and_beside_pocl():
+    """Two programs (the real channel source, stages at once) with a convolution in two passes: on the
+    emulator alone (the programs in turn) and with the second program on PoCL (two devices), bit-exact
+    with the same design on PoCL."""
+    from cnnfpga.design.boards import load_board
+    from cnnfpga.design.partitions import design_partitions
+    from cnnfpga.placement import reload_filters
+    emulator = require_emulator()
+    graph = filler_graph(ROOT / "prototxt" / "cifar10_quick.prototxt")
+    graph = graph.reshape({"data": (1, 3, 32, 32)})
+    plan = place(graph, "fixed16")
+    conv2 = next(stage.index for stage in plan.stages if stage.name == "conv2")
+    design = design_partitions(reload_filters(plan, conv2, 2), load_board("arria10_gx1150"), 2)
+    x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)}
+    pocl = DeviceNet(graph, design=design)
+    want = pocl.forward(x)
+    for device in (emulator, [emulator, pocl.device.platform.name]):
+        net = DeviceNet(graph, design=design, device=device)
+        assert net.places[0].fpga and net.places[-1].fpga == (device == emulator)
+        got = net.forward(x)
+        assert all(np.array_equal(got[name], want[name]) for name in want)
+        assert net.saturation() == pocl.saturation()
