@@ -107,10 +107,12 @@ def plot_pareto(rows: list, title: str, path) -> bool:
         return False
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot([r["throughput_img_s"] for r in rows], [r["latency_ms"] for r in rows], "o-", color="#4a7ab0")
-    for row in rows:
-        label = f"{row['utilisation']:.0%} {row['objective'][0]}" + (f" {row['partitions']}p" if row["partitions"] > 1 else "")
-        axes.annotate(label, (row["throughput_img_s"], row["latency_ms"]),
-                      textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for k, row in enumerate(rows):
+        label = f"{row['utilisation']:.0%} {row['objective']}" + (f", {row['partitions']} programs"
+                                                                  if row["partitions"] > 1 else "")
+        # neighbours alternate above and below the line: the two objectives often nearly coincide
+        axes.annotate(label, (row["throughput_img_s"], row["latency_ms"]), textcoords="offset points",
+                      xytext=(6, 6) if k % 2 else (-6, -12), ha="left" if k % 2 else "right", fontsize=7)
     axes.set_xlabel("images/s (FPGA, at the batch asked for)")
     axes.set_ylabel("latency, ms (batch 1)")
     axes.set_title(title, fontsize=10)
