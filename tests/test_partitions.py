@@ -276,6 +276,9 @@ def test_design_command_writes_one_program_per_partition_and_net_runs_them(tmp_p
     assert "design_p1.aocx: design_p1.cl" in makefile and "design_p2.aocx: design_p2.cl" in makefile
     report = json.loads((out / "report.json").read_text())
     assert len(report["partitions"]) == 2 and report["predicted"]["reconfigurations"] == 2
+    # one segment of device stages, cut in two; the host runs the inner products and the softmax
+    assert report["segments"] == 2 and report["host_layers"] == ["InnerProduct", "Softmax"]
+    assert "2 device segment(s), each a round trip through DDR and the host; 3 host layer(s)" in done.stdout
     assert report["partitioning_pays_from_batch"] is not None
     assert "partitions: 2 programs in turn on one board" in done.stdout
     assert {row["partition"] for row in report["layers"] if "partition" in row} == {1, 2}

@@ -83,6 +83,11 @@ def report_data(evaluation, meta: dict, host_times: dict) -> dict:
                        for p, t in zip(evaluation.design.partition_plans(), evaluation.partition_totals)],
         "ddr": {"bytes_per_image": totals.ddr_bytes_per_image, "bytes_per_launch": totals.ddr_bytes_per_launch,
                 "board_gbs": board.ddr_gbs},
+        # every segment reads its input from DDR and writes its output back, and the runtime passes
+        # each blob through the host between them: the round trips branching layers on the host cost
+        "segments": len(evaluation.design.plan.segments),
+        "host_layers": sorted({step.layer.type for step in evaluation.design.plan.steps if isinstance(step, HostStep)}),
+        "host_layer_count": sum(isinstance(step, HostStep) for step in evaluation.design.plan.steps),
         "predicted": evaluation.predicted(),
         "assumptions": list(ASSUMPTIONS),
     }
@@ -119,6 +124,8 @@ def report_text(data: dict) -> str:
              f"({t['ram_blocks_fraction']:.1%}; channel FIFOs {t['channel_ram_blocks']:,}), {t['logic']:,} "
              f"{units['logic']} ({t['logic_fraction']:.1%}); binding: {NAMES[data['binding_resource']]}",
              *partition_lines(data),
+             f"{data['segments']} device segment(s), each a round trip through DDR and the host; "
+             f"{data['host_layer_count']} host layer(s) ({', '.join(data['host_layers']) or 'none'})",
              f"interval {p['interval_cycles']:,} cycles per image ({p['interval_cycles'] / data['fmax_mhz'] / 1e3:.3f} ms); "
              f"a batch of {data['batch']}: {p['batch_cycles']:,.0f} cycles",
              f"FPGA latency {p['latency_ms']:.3f} ms, host inner products {p['host_latency_ms']:.3f} ms, "
