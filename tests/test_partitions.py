@@ -245,6 +245,18 @@ def test_a_chain_runs_on_pocl_exactly_as_one_program(alexnet_plan):
     assert two.cycles() == net.cycles()
     with pytest.raises(cnnfpga.CnnfpgaError, match="3 devices given for a design of 2 partition"):
         DeviceNet(graph, design=chain, device=[pocl] * 3)
+    # a stream: the devices work on successive images at once, results in order and as one at a time
+    images = [{"data": np.random.default_rng(k).uniform(-1, 1, (1, 3, 227, 227)).astype(np.float32)}
+              for k in range(4)]
+    two.reset_counters()
+    net.reset_counters()
+    net.host_threads = 1     # a stream's inner products take one thread: the same sums in the same order
+    streamed = list(two.forward_stream(images))
+    assert len(streamed) == 4
+    for got_k, image in zip(streamed, images):
+        alone = net.forward(image)
+        assert all(np.array_equal(got_k[name], alone[name]) for name in alone)
+    assert two.cycles() == net.cycles()     # both counted the same four images
 
 
 @pytest.mark.slow

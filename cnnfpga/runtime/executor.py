@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -129,6 +131,9 @@ class DevicePlace:
     stage_queues: dict        # stage index -> its own queue (an FPGA platform runs a segment's stages at once)
     buffers: dict = field(default_factory=dict)
     layout_kernel: object = None   # the fast variant's input layout kernel
+    # held while a segment is enqueued (its copy in, kernels, copy out together): batches in flight on
+    # several devices at once (DeviceNet.forward_stream) never interleave in its shared buffers
+    lock: object = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, device, stages: int, sub_device: bool) -> "DevicePlace":
@@ -276,6 +281,7 @@ class DeviceNet:
         # device seconds per stage from OpenCL events, summed over runs; keyed like saturation() and
         # cycles() by the stage's name, its first layer's (a ReLU fused into a convolution adds to it)
         self.stage_seconds = {stage.name: 0.0 for stage in self.plan.stages}
+        self.timing_lock = threading.Lock()   # chain_stream's threads add to stage_seconds
 
     def _stage_args(self, stage) -> list:
         """The kernel arguments after the two ports and before n_images, for each pass of the stage."""
@@ -342,7 +348,11 @@ class DeviceNet:
             return self._finish(self._run(self.tail, values, self.host_threads))
 
     def forward_stream(self, batches):
-        """Run a sequence of input dicts, yielding each one's blobs in order.  The host layers after
+        """Run a sequence of input dicts, yielding each one's blobs in order.
+
+        On several devices (a chain, device=[...]) every batch runs in a thread of its own, as many in
+        flight as there are devices, so that while one device works on batch k the next works on
+        batch k - 1 (chain_stream).  On one device: the host layers after
         the last device segment (the inner products) of batch k run in a thread while the device
         works on batch k+1; each batch still reaches every inner product in one GEMM.  Where the
         device part is one segment, batch k+1 is on the device's queue before batch k's output is
@@ -356,6 +366,9 @@ class DeviceNet:
         shares all cores between them or gives the device stages all cores but one (split_cores_pays);
         stream_split_cores[batch size] says which, stream_timing[batch size] from what times.
         """
+        if len(self.places) > 1:
+            yield from self.chain_stream(batches)
+            return
         one_segment = len(self.head) == 1 and isinstance(self.head[0], Segment)
         with blas_threads(1), ThreadPoolExecutor(max_workers=1) as host:
             pending = ahead = None   # the host layers' future; (values, SegmentRun) queued on the device
@@ -397,6 +410,22 @@ class DeviceNet:
             if ahead is not None:
                 yield from hand_over(device_finished(ahead))
             yield from hand_over(None)
+
+    def chain_stream(self, batches):
+        """forward_stream on several devices: each batch through the whole net in a thread of its own,
+        at most one batch per device in flight, results in order.  A batch waits for its previous
+        partition's output before it enqueues the next, so the devices work on successive batches at
+        once, as the boards of a chain do."""
+        def whole(values):
+            return self._finish(self._run(self.plan.steps, values))
+        with blas_threads(1), ThreadPoolExecutor(max_workers=len(self.places)) as pool:
+            in_flight = deque()
+            for inputs in batches:
+                in_flight.append(pool.submit(whole, dict(check_inputs(self.graph, inputs))))
+                if len(in_flight) == len(self.places):
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
 
     def _timed_batch(self, values: dict, times: list) -> dict:
         """A batch run alone, device then host layers (one thread), its times appended to `times`;
@@ -521,7 +550,11 @@ class DeviceNet:
         queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
         the device's own (forward_stream's choice of cores); on several devices, the segment's device's."""
         where = self.place_of[segment.stages[0].index]
-        queue = queue if queue is not None and len(self.places) == 1 else where.queue
+        with where.lock:
+            return self._start_segment(where, segment, x, queue if queue is not None and len(self.places) == 1
+                                       else where.queue)
+
+    def _start_segment(self, where: DevicePlace, segment: Segment, x: np.ndarray, queue) -> "SegmentRun":
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
@@ -609,8 +642,9 @@ class DeviceNet:
         """Wait for a started segment; its sink blob (and its stages' device times counted)."""
         for read in run.reads:
             read.wait()
-        for index, event in run.events:
-            self.stage_seconds[self._stage_name(index)] += (event.profile.end - event.profile.start) * 1e-9
+        with self.timing_lock:
+            for index, event in run.events:
+                self.stage_seconds[self._stage_name(index)] += (event.profile.end - event.profile.start) * 1e-9
         last = run.segment.stages[-1]
         shares = [from_stream(out, last.out_shape[1], last.precision.outputs) for out in run.outs]
         result = np.concatenate(shares, axis=1) if len(shares) > 1 else shares[0]
