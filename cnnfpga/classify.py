@@ -41,6 +41,8 @@ def add_arguments(parser):
     parser.add_argument("--variant", choices=["fpga", "fast"],
                         help="OpenCL kernels: fpga (the single work-item FPGA design, default) or fast (CPU/GPU)")
     parser.add_argument("--device", help="OpenCL platform/device name or P:D index (or set CNNFPGA_DEVICE)")
+    parser.add_argument("--design", help="a folder `cnnfpga design` wrote: run exactly that design (--backend opencl; "
+                                         "it fixes the precision)")
     parser.add_argument("--precision", help="float, half, fixed16, fixed8, ..., a JSON mapping or file "
                                             "(--backend opencl; default float)")
     parser.add_argument("--calibration", help="images (files, folders, globs; comma-separated) or a statistics "
@@ -295,7 +297,7 @@ def print_result(result: Result, as_json: bool) -> None:
 def load_net(args, net_path: str, calibration=None):
     weights = args.weights or bundled.bundled_weights(net_path)
     options = {"device": args.device, "precision": args.precision, "variant": args.variant,
-               "calibration": calibration}
+               "calibration": calibration, "design": args.design}
     return Net(net_path, weights, backend=args.backend,
                **{key: value for key, value in options.items() if value is not None})
 

@@ -4,7 +4,7 @@ workers classify batches.
 Each worker process builds its net once (the first batch it gets builds it; later batches reuse it) and
 picks its own OpenCL device from its environment (`CNNFPGA_DEVICE=... dask worker ADDRESS`). A worker that
 dies loses nothing: Dask runs its batches again on another worker, and the client writes each batch once,
-when its result arrives. Paths (images, net, weights, labels, mean, calibration) must name the same files
+when its result arrives. Paths (images, net, weights, design, labels, mean, calibration) must name the same files
 on every worker: a shared file system, or the same layout on each machine. `dask[distributed]` is an
 optional extra (`pip install 'cnnfpga[distributed]'`).
 """
@@ -14,9 +14,9 @@ import threading
 from .errors import InputError
 
 # options of the command that the workers need to build the same classifier
-NET_OPTIONS = ("net", "weights", "backend", "variant", "device", "precision", "calibration", "mean", "channel_order",
-               "raw_scale", "input_scale", "labels", "top", "batch")
-PATH_OPTIONS = ("net", "weights", "labels", "calibration", "mean")   # relative paths made absolute for the workers
+NET_OPTIONS = ("net", "weights", "backend", "variant", "device", "design", "precision", "calibration", "mean",
+               "channel_order", "raw_scale", "input_scale", "labels", "top", "batch")
+PATH_OPTIONS = ("net", "weights", "design", "labels", "calibration", "mean")   # made absolute for the workers
 BATCHES_PER_WORKER = 4   # in flight at once: enough to keep each worker busy, few enough to bound memory
 
 

@@ -111,7 +111,8 @@ class Net:
                                                         ("prune_threshold", prune_threshold, 0.0),
                                                         ("count_cycles", count_cycles, False)] if value != default]
             if given:   # the golden model is float32 on the CPU: nothing of these would change what it does
-                raise CnnfpgaError(f"{', '.join(given)} apply to backend='opencl'; the reference backend (the "
+                raise CnnfpgaError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to backend='opencl'; "
+                                   f"the reference backend (the "
                                    f"float32 golden model) takes none of them")
         else:
             from .codegen import VARIANTS

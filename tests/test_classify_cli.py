@@ -32,13 +32,30 @@ def test_the_bundled_cat_is_classified(capsys):
     (["--raw-scale", "nan"], "expected a finite number"),
     (["--input-scale", "inf"], "expected a finite number"),
     (["--mean", "nan,nan,nan"], "finite numbers like"),
-    (["--precision", "banana"], "apply to backend='opencl'"),
-    (["--device", "pocl"], "apply to backend='opencl'"),
+    (["--precision", "banana"], "precision applies to backend='opencl'"),
+    (["--device", "pocl"], "device applies to backend='opencl'"),
+    (["--design", "somewhere"], "design applies to backend='opencl'"),
+    (["--backend", "opencl", "--design", "nowhere"], "nowhere/design.json: no design here"),
     (["--backend", "opencl", "--precision", "banana"], "unknown precision 'banana'"),
 ])
 def test_bad_options_get_one_line(capsys, args, words):
     status, out, err = run(capsys, *args)
     assert status == 2 and words in err and "Traceback" not in err and out == ""
+
+
+def test_a_partitioned_design_classifies_the_cat(capsys, tmp_path):
+    """`cnnfpga design` then `cnnfpga classify --design`: the trained CIFAR-10 full net, in two programs
+    (fixed16; it ranks the cat first, 0.40 against 0.31 for dog)."""
+    from conftest import run_design
+    done = run_design("--net", "cifar10_full.prototxt", "--board", "arria10_gx1150", "--partitions", "2",
+                      "--out", str(tmp_path / "design"))
+    assert done.returncode == 0, done.stderr
+    status, out, err = run(capsys, "--net", "cifar10_full.prototxt", "--backend", "opencl", "--design",
+                           str(tmp_path / "design"), "--top", "1")
+    assert status == 0 and out.splitlines()[1].endswith("cat"), out
+    status, out, err = run(capsys, "--backend", "opencl", "--design", str(tmp_path / "design"), "--precision",
+                           "fixed8")
+    assert status == 2 and "fixes the precision" in err and "Traceback" not in err
 
 
 def test_labels_that_cannot_be_read_get_one_line(capsys, tmp_path):
@@ -60,7 +77,7 @@ def test_too_few_labels_are_refused(capsys, tmp_path):
 def test_reference_net_refuses_device_options():
     with pytest.raises(CnnfpgaError, match="precision, variant apply to backend='opencl'"):
         cnnfpga.Net("lenet.prototxt", precision="fixed16", variant="fast")
-    with pytest.raises(CnnfpgaError, match="device apply to backend='opencl'"):
+    with pytest.raises(CnnfpgaError, match="device applies to backend='opencl'"):
         cnnfpga.Net("lenet.prototxt", device=5)
 
 
