@@ -4,8 +4,9 @@
 
 writes to the --out folder: report.txt (a row per layer: where it runs, parallelism, cycles, DSP,
 RAM, logic; totals, the binding resource, the predictions), report.json, design.cl (the aoc source
-of exactly this design), design.json (what Net(..., backend="opencl", design=FOLDER) runs), a
-Makefile with the aoc command, and balance.png (cycles per stage) where matplotlib is installed.
+of exactly this design; design_p1.cl, design_p2.cl, ... for one in partitions), design.json (what
+Net(..., backend="opencl", design=FOLDER) and cnnfpga classify --design FOLDER run), a Makefile with
+the aoc command, and balance.png (cycles per stage) where matplotlib is installed.
 --verify runs the design on an OpenCL device for one image, checks it against the golden model and
 adds the cycles every stage counted.
 """
@@ -46,11 +47,13 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=positive_int, default=1, help="images per launch (default 1)")
     parser.add_argument("--objective", default="latency", choices=balancing.OBJECTIVES + ("pareto",),
                         help="latency (default), throughput, or pareto: designs over several resource caps and "
-                             "both objectives, the non-dominated ones listed (pareto.png); the fastest is written")
+                             "both objectives, and in 2 and 3 programs, the non-dominated ones listed (pareto.png); "
+                             "the fastest is written")
     parser.add_argument("--partitions", type=partition_count,
                         help="split the device stages into this many programs run in turn on one board, which is "
                              "reconfigured between them (each runs the whole batch), or 'auto': the fewest that "
-                             "fit, or more where the objective gains (default: one program)")
+                             "fit, or more where the objective gains (default: one program); a convolution too "
+                             "large for the board alone then reloads its weights in passes")
     parser.add_argument("--fpgas", type=positive_int, default=1,
                         help="boards in series: one partition each, streaming to the next over the board-to-board "
                              "link (default 1)")
