@@ -27,7 +27,7 @@ import warnings
 from cnnfpga import bundled
 from cnnfpga.design.balance import balance
 from cnnfpga.design.boards import load_board, multipliers_per_block
-from cnnfpga.design.model import evaluate, operand_bits
+from cnnfpga.design.model import evaluate, operand_bits, stage_macs
 from cnnfpga.design.partitions import design_partitions
 from cnnfpga.graph import load_graph
 from cnnfpga.placement import place
@@ -47,8 +47,8 @@ def rows_needed(stage, rows: int) -> int:
     return min(height, max(1, (rows - 1) * stride - pad + window))
 
 
-def receptive_shares(segment) -> list:
-    """(stage, W, phi) for every convolution of the segment after the first."""
+def receptive_shares(segment) -> tuple:
+    """(the segment's first convolution, [(stage, W, phi) for every convolution after it])."""
     convs = [k for k, stage in enumerate(segment.stages) if stage.kind == "conv"]
     first = convs[0]
     out = []
@@ -99,15 +99,15 @@ def main():
         graph = graph.reshape({name: (1,) + tuple(shape[1:]) for name, shape in graph.inputs.items()})
         plan = place(graph, args.precision)
     board = load_board(args.board)
-    segment = max(plan.segments, key=lambda s: sum(st.layer.macs for st in s.stages if st.kind == "conv"))
+    segment = max(plan.segments, key=lambda s: sum(stage_macs(stage) for stage in s.stages))
     first, rest = receptive_shares(segment)
     multipliers = args.fpgas * args.max_util * board.dsp.blocks * multipliers_per_block(board, operand_bits(first))
     macs = first.layer.macs + sum(m for _, m, _ in rest)
     print(f"{args.net} on {args.fpgas} x {board.name}, {args.precision}, {args.fmax:g} MHz, {multipliers:,.0f} multipliers "
           f"({args.max_util:.0%} of the DSP blocks)")
     print(f"  {first.name}: {first.layer.macs / 1e6:.0f} M MACs")
-    for stage, stage_macs, share in rest:
-        print(f"  {stage.name}: {stage_macs / 1e6:.0f} M MACs, starts after {share:.0%} of {first.name}'s rows")
+    for stage, macs_of_stage, share in rest:
+        print(f"  {stage.name}: {macs_of_stage / 1e6:.0f} M MACs, starts after {share:.0%} of {first.name}'s rows")
     ms = 1e-3 * args.fmax * 1e6
     interval_floor = macs / multipliers
     latency_floor = floor_cycles(first.layer.macs, rest, multipliers)

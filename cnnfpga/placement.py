@@ -92,6 +92,14 @@ class Plan:
     def stages(self) -> list:
         return [stage for segment in self.segments for stage in segment.stages]
 
+    def stage(self, index: int) -> Stage:
+        return next(stage for stage in self.stages if stage.index == index)
+
+    def only(self, indices) -> "Plan":
+        """The plan reduced to the segments that start at stages `indices` (a partition's program)."""
+        indices = set(indices)
+        return replace(self, steps=[s for s in self.segments if s.stages[0].index in indices])
+
     def written_blobs(self) -> list:
         """The Caffe blob each segment writes, where no later in-place host layer rewrites it."""
         return [self.blob_names[s.sink] for s in self.segments if self.final_keys[self.blob_names[s.sink]] == s.sink]
@@ -297,6 +305,9 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
 
 # ------------------------------------------------------------------------------------- placement
 
+CUT = "@cut"    # in the key of a stream that cut_at sends through DDR
+
+
 def cut_at(plan: Plan, first_stages) -> Plan:
     """`plan` with a segment starting at each device stage in `first_stages` (indices): where a
     segment streamed into such a stage, its first part now writes the stream to DDR (the key
@@ -311,7 +322,7 @@ def cut_at(plan: Plan, first_stages) -> Plan:
         part = Segment([], step.source)
         for stage in step.stages:
             if stage.index in starts and part.stages:
-                key = f"{part.stages[-1].layer.tops[0]}@cut{stage.index}"
+                key = f"{part.stages[-1].layer.tops[0]}{CUT}{stage.index}"
                 blob_names[key] = part.stages[-1].layer.tops[0]
                 part.sink = key
                 steps.append(part)
@@ -329,7 +340,7 @@ def reload_filters(plan: Plan, index: int, passes: int) -> Plan:
     output channels (the runtime puts them in place).  A stage already in passes gets the new count.
     Refused (ValueError) for a stage that is not an ungrouped convolution or whose outputs `passes`
     does not divide."""
-    stage = next(s for s in plan.stages if s.index == index)
+    stage = plan.stage(index)
     n, outputs, h, w = stage.out_shape
     outputs *= stage.passes
     if stage.kind != "conv" or stage.spec.group != 1 or passes < 1 or outputs % passes:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from ..errors import DesignError
+from ..placement import CUT
 from . import conv, lrn, pool, relu
 from .stage import Schedule, StageDesign, divisors
 
@@ -78,15 +79,14 @@ class Design:
         """One plan per program: the segments of that partition (for codegen and balancing)."""
         if not self.partitions:
             return [self.plan]
-        return [replace(self.plan, steps=[s for s in self.plan.segments if s.stages[0].index in set(indices)])
-                for indices in self.partitions]
+        return [self.plan.only(indices) for indices in self.partitions]
 
     def links(self) -> set:
-        """Stages that start a partition in the middle of a stream (their input crosses a board link
-        in a chain, or DDR between reconfigurations)."""
-        keys = {segment.sink for segment in self.plan.segments}
+        """Stages that start a partition in the middle of a stream (placement.cut_at cut it there): their
+        input crosses a board link in a chain, or DDR between reconfigurations."""
+        starts = {indices[0] for indices in self.partitions[1:]}
         return {segment.stages[0].index for segment in self.plan.segments
-                if segment.source in keys and "@cut" in segment.source}
+                if segment.stages[0].index in starts and CUT in segment.source}
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

@@ -5,7 +5,7 @@ Module -> layer -> pipeline, as in fpgaConvNet's model: the stage kinds give eac
 resources (plain functions in conv.py, pool.py, lrn.py, relu.py); this module adds the channel FIFOs
 and the segments' DDR ports, sums them, and runs the pipeline.
 
-The pipeline model (``segment_cycles``): the stages of a segment run at once; each runs its own
+The pipeline model (``run_stages``): the stages of a segment run at once; each runs its own
 schedule phase by phase (a phase of a window stage is an output row), and a phase that reads from a
 channel cannot finish before the producer has written what it reads.  A producer's writes are
 spread evenly over each of its phases; FIFOs are taken to be deep enough that a producer never
@@ -173,12 +173,6 @@ def segment_port_logic(plan) -> int:
     return 2 * DDR_PORT_LOGIC * len(plan.segments)
 
 
-def segment_cycles(design, segment, batch: int) -> int:
-    """Cycles from a segment's launch to its last output word for `batch` images (see the module
-    docstring for the model)."""
-    return run_stages(design, segment.stages, batch)[0]
-
-
 def first_input_cycles(design, segment) -> dict:
     """{stage index: the cycle at which its producer writes its first word} for every stage of a
     segment but the first, were no weights loaded at the launch.  A stage loads its weights before it
@@ -267,10 +261,10 @@ def timing_groups(design) -> list:
 
 def chain_links(design, board, fmax_mhz: float, groups: list) -> dict:
     """{stage index: Link} for the stages a chain of boards feeds over the board-to-board link."""
-    links = {}
+    links, linked = {}, design.links()
     for group in groups:
         for producer, consumer in zip(group, group[1:]):
-            if consumer.index in design.links():
+            if consumer.index in linked:
                 word_bytes = design.of(producer).width_out * storage_bits(producer.precision.outputs) // 8
                 links[consumer.index] = Link(board.link_latency_us * fmax_mhz, board.link_gbs * 1e3 / fmax_mhz,
                                              word_bytes)

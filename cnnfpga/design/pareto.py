@@ -68,14 +68,13 @@ def explore(plan, board, batch: int = 1, max_util: float = 0.85, fmax_mhz: float
     and PARTITIONS at `max_util`."""
     caps = sorted({cap for cap in CAPS if cap < max_util} | {max_util})
     tries = [(cap, objective, 1) for cap in caps for objective in OBJECTIVES]
-    tries += [(max_util, objective, count) for count in PARTITIONS if count <= len(plan.stages)
-              for objective in OBJECTIVES]
+    tries += [(max_util, objective, count) for count in PARTITIONS for objective in OBJECTIVES]
     points = []
     for cap, objective, count in tries:
         try:
             design = (balance(plan, board, batch, objective, cap, fmax_mhz, host_seconds) if count == 1 else
                       design_partitions(plan, board, count, 1, batch, objective, cap, fmax_mhz, host_seconds))
-        except DesignError:   # the smallest design does not fit under this cap
+        except DesignError:   # the smallest design does not fit under this cap (or fewer stages than partitions)
             continue
         points.append(point(design, board, batch, cap, objective, fmax_mhz, host_seconds))
         log.info("cap %.0f%%, %s, %d partition(s): %.3f ms, %.0f images/s, %.0f%% of the %s", 100 * cap, objective,

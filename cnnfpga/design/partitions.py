@@ -26,21 +26,16 @@ input from DDR again (with_reloading, placement.reload_filters).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from ..errors import DesignError
 from ..placement import cut_at, reload_filters
 from . import Design
 from .balance import Search, balance
-from .model import evaluate
+from .model import evaluate, stage_macs
 from .stage import divisors
 
 MORE_PARTITIONS_TRIED = 3     # "auto": partition counts tried beyond the fewest that fit
 MORE_PASSES = 4               # reloading convolutions take up to 4 times their fewest passes to share a program
-
-
-def conv_macs(stage) -> int:
-    return stage.layer.macs if stage.kind == "conv" else 0
 
 
 def stage_groups(plan, starts) -> list:
@@ -53,16 +48,10 @@ def stage_groups(plan, starts) -> list:
     return groups
 
 
-def sub_plan(plan, stages) -> object:
-    """`plan` reduced to the segments of `stages` (a partition), for balancing it on its own."""
-    indices = {stage.index for stage in stages}
-    return replace(plan, steps=[s for s in plan.segments if s.stages[0].index in indices])
-
-
 def misfit(plan, stages, board, max_util: float) -> str:
     """Why a partition of `stages` does not fit under the cap even at its smallest design ("" where it fits)."""
     cut = cut_at(plan, [stages[0].index, *[s.index for s in plan.stages if s.index > stages[-1].index][:1]])
-    search = Search(sub_plan(cut, stages), board, 1, "throughput", max_util, None, 0.0)
+    search = Search(cut.only(stage.index for stage in stages), board, 1, "throughput", max_util, None, 0.0)
     try:
         search.fit_smallest()
     except DesignError as error:
@@ -75,12 +64,12 @@ def with_reloading(plan, board, max_util: float):
     smallest, computing its filters in the fewest passes that make it fit (weights reloading:
     placement.reload_filters); the other stages as they were."""
     for index in [stage.index for stage in plan.stages if stage.kind == "conv" and stage.spec.group == 1]:
-        stage = next(s for s in plan.stages if s.index == index)
+        stage = plan.stage(index)
         if not misfit(plan, [stage], board, max_util):
             continue
         for passes in divisors(stage.out_shape[1])[1:]:
             trial = reload_filters(plan, index, passes)
-            if not misfit(trial, [next(s for s in trial.stages if s.index == index)], board, max_util):
+            if not misfit(trial, [trial.stage(index)], board, max_util):
                 plan = trial
                 break
     return plan
@@ -92,11 +81,11 @@ def even_starts(plan, count: int) -> list:
     stages = plan.stages
     if not 1 <= count <= len(stages):
         raise DesignError(f"{count} partition(s) asked for, but the net has {len(stages)} device stage(s)")
-    total = sum(conv_macs(s) for s in stages) or 1
+    total = sum(stage_macs(s) for s in stages) or 1
     prefix, done = [], 0
     for stage in stages:
         prefix.append(done)             # MACs before this stage
-        done += conv_macs(stage)
+        done += stage_macs(stage)
     starts, last = [], 0
     for k in range(1, count):
         target = total * k / count
@@ -107,25 +96,21 @@ def even_starts(plan, count: int) -> list:
     return starts
 
 
-def stage_at(plan, index: int):
-    return next(stage for stage in plan.stages if stage.index == index)
-
-
 def with_more_passes(plan, indices: list, board, max_util: float, fewest: dict):
     """`plan` with the convolutions among stages `indices` that reload their weights in more passes
     (doubled, up to MORE_PASSES times their fewest, `fewest` {index: passes}) so that the stages fit one
     program together; None where that does not make them fit."""
-    reloading = [index for index in indices if stage_at(plan, index).passes > 1]
+    reloading = [index for index in indices if plan.stage(index).passes > 1]
     while True:
         grown = plan
         for index in reloading:
-            stage = stage_at(grown, index)
+            stage = grown.stage(index)
             if stage.out_shape[1] % 2 == 0 and 2 * stage.passes <= MORE_PASSES * fewest[index]:
                 grown = reload_filters(grown, index, 2 * stage.passes)
         if grown is plan:
             return None
         plan = grown
-        if not misfit(plan, [stage_at(plan, index) for index in indices], board, max_util):
+        if not misfit(plan, [plan.stage(index) for index in indices], board, max_util):
             return plan
 
 
@@ -139,7 +124,7 @@ def fewest_starts(plan, board, max_util: float, pack: bool = False) -> tuple:
     for index in [stage.index for stage in plan.stages]:
         if current:
             joined = current + [index]
-            if misfit(plan, [stage_at(plan, i) for i in joined], board, max_util):
+            if misfit(plan, [plan.stage(i) for i in joined], board, max_util):
                 packed = with_more_passes(plan, joined, board, max_util, fewest) if pack else None
                 if packed is None:
                     starts.append(index)
@@ -147,7 +132,7 @@ def fewest_starts(plan, board, max_util: float, pack: bool = False) -> tuple:
                 else:
                     plan = packed
         current.append(index)
-        stage = stage_at(plan, index)
+        stage = plan.stage(index)
         reason = misfit(plan, [stage], board, max_util) if len(current) == 1 else ""
         if reason:
             raise DesignError(f"{stage.layer.where}: '{stage.name}' alone does not fit, and a partition cannot "
@@ -164,7 +149,7 @@ def partitioned(plan, board, starts: list, fpgas: int, batch: int = 1, objective
         raise DesignError(f"{len(groups)} partitions go on one board in turn or on {len(groups)} boards, not {fpgas}")
     stages, depths = {}, {}
     for group in groups:
-        part = balance(sub_plan(cut, group), board, batch, objective, max_util, fmax_mhz, host_seconds)
+        part = balance(cut.only(s.index for s in group), board, batch, objective, max_util, fmax_mhz, host_seconds)
         stages.update(part.stages)
         depths.update(part.channel_depths)
     design = Design(cut, stages, depths, board, tuple(tuple(s.index for s in group) for group in groups), fpgas)
@@ -189,7 +174,7 @@ def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, o
         # the fewest partitions grown stage by stage: with reloading convolutions packed beside others
         # in more passes, and without
         grown = {}
-        for pack in (True, False):
+        for pack in (True, False) if any(stage.passes > 1 for stage in plan.stages) else (False,):
             grown_plan, starts = fewest_starts(plan, board, max_util, pack)
             grown.setdefault(len(starts) + 1, (grown_plan, starts))
         counts = range(min(grown), min(len(plan.stages), max(grown) + MORE_PARTITIONS_TRIED) + 1)
@@ -201,8 +186,11 @@ def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, o
             floor = count * board.reconfiguration_s / (1 if objective == "latency" else batch)
             if fpgas == 1 and count > 1 and designs and floor >= min(d[0] for d in designs):
                 break
-            # the even cut, and the grown one (the even cut may not fit where the grown one does)
-            for option_plan, starts in [(plan, even_starts(plan, count))] + ([grown[count]] if count in grown else []):
+            # the even cut, and the grown one where it differs (the even cut may not fit where the grown one does)
+            options = [(plan, even_starts(plan, count))]
+            if count in grown and (grown[count][0] is not plan or grown[count][1] != options[0][1]):
+                options.append(grown[count])
+            for option_plan, starts in options:
                 try:
                     design = partitioned(option_plan, board, starts, fpgas, batch, objective, max_util, fmax_mhz,
                                          host_seconds)

@@ -173,14 +173,12 @@ def makefile_text(data: dict, sources: list) -> str:
     lines = [f"# Build the aoc design of {data['net']} for {data['board']} ({data['device']}),",
              "# one bitstream per program. BOARD is your board support package's board name (aoc -list-boards).",
              "BOARD ?= set-your-bsp-board-name", "",
-             "all: " + " ".join(name[:-3] + ".aocx" for name in sources), ""]
+             "all: " + " ".join(f"{Path(name).stem}.aocx" for name in sources), "",
+             "emulate: " + " ".join(f"{Path(name).stem}_emulator.aocx" for name in sources), ""]
     for name in sources:
-        stem = name[:-3]
-        lines += [f"{stem}.aocx: {name}", f"\taoc -v -report -board=$(BOARD) {name} -o {stem}.aocx", ""]
-    lines += ["emulate: " + " ".join(name[:-3] + "_emulator.aocx" for name in sources), ""]
-    for name in sources:
-        stem = name[:-3]
-        lines += [f"{stem}_emulator.aocx: {name}", f"\taoc -march=emulator -v {name} -o {stem}_emulator.aocx", ""]
+        stem = Path(name).stem
+        lines += [f"{stem}.aocx: {name}", f"\taoc -v -report -board=$(BOARD) {name} -o {stem}.aocx", "",
+                  f"{stem}_emulator.aocx: {name}", f"\taoc -march=emulator -v {name} -o {stem}_emulator.aocx", ""]
     return "\n".join(lines)
 
 
