@@ -9,9 +9,9 @@ design chose (Intel FPGA channels; with -D CNNFPGA_EMULATE_CHANNELS global buffe
 kernels/channels.h).  Nothing here computes a schedule or a size: it renders the design.
 
 Kernel arguments, in order: the input port, the output port (channel or DDR buffer; channels
-vanish on the FPGA), the kind's host arrays (weights and biases, or a table), its on-chip arrays
-(emulation only: global scratch buffers), the statistics buffer, n_images.  The fast variant's
-NDRange kernels (cnnfpga.fast) take their own arguments.
+vanish on the FPGA), a sum's second input (a DDR buffer), the kind's host arrays (weights and
+biases, or a table), its on-chip arrays (emulation only: global scratch buffers), the statistics
+buffer, n_images.  The fast variant's NDRange kernels (cnnfpga.fast) take their own arguments.
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ class StageCode:
     source_out: Port
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
+    side: Port = None    # a sum's second input, read from DDR
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
     winograd: tuple = None   # a fast conv as Winograd F(2x2, r x r): (tiles per image, tiles per work-item,
                              # transform positions WA*WA); ndrange's pixels per work-item are then tiles
@@ -118,12 +119,15 @@ class Program:
 
 # -------------------------------------------------------------------------------- value formats
 
+READERS = {"F32": ("((w).value[l])", "((a)[i])"),   # (a word's value l, an on-chip array's value i) by format
+           "F16": ("vload_half((l), (const half *)(w).value)", "vload_half((i), (ONCHIP const half *)(a))"),
+           "FIXED": ("((int)(w).value[l])", "((int)(a)[i])")}
+
+
 def value_macros(stage: Stage, port_in: Port, port_out: Port) -> dict:
     """How a stage reads its input values and writes its output values, by their formats."""
     fin, fout = port_in.fmt, port_out.fmt
-    read = {"F32": ("((w).value[l])", "((a)[i])"),
-            "F16": ("vload_half((l), (const half *)(w).value)", "vload_half((i), (ONCHIP const half *)(a))"),
-            "FIXED": ("((int)(w).value[l])", "((int)(a)[i])")}[tag(fin)]
+    read = READERS[tag(fin)]
     write = {"F32": "((w).value[l] = (v))",
              "F16": "vstore_half_rte(fx_half_overflow((v), &saturated), (l), (half *)(w).value)",
              "FIXED": f"((w).value[l] = ({storage_type(fout)})(v))"}[tag(fout)]
@@ -159,6 +163,8 @@ def accumulator_frac(stage: Stage) -> int:
         return p.weights.frac_bits + p.inputs.frac_bits
     if stage.kind == "lrn":
         return p.inputs.frac_bits + FACTOR_FRAC
+    if stage.kind == "eltwise":
+        return max(p.inputs.frac_bits, p.side.frac_bits)
     if stage.kind == "relu" and not relu_passes(stage):
         return p.inputs.frac_bits + LEAKY_SLOPE_FRAC
     return p.inputs.frac_bits
@@ -184,6 +190,11 @@ def kind_macros(stage: Stage) -> dict:
                      WEIGHT_VALUE=Function("i", "vload_half((i), (ONCHIP const half *)weight_memory)") if half
                      else Function("i", "weight_memory[i]"))
         return d
+    if stage.kind == "eltwise":
+        if fixed != isinstance(p.side, Fixed):
+            raise PrecisionError(f"{stage.layer.where}: a sum adds two fixed-point operands or two float ones, "
+                                 f"not {p.inputs} and {p.side}")
+        return {"RELU_SLOPE": c_float(stage.relu_slope or 0.0)}
     if stage.kind == "relu":
         if fixed:
             return {"RELU_PASS": int(relu_passes(stage)), "SLOPE_Q": f"({leaky_slope_constant(stage.spec.negative_slope)}L)"}
@@ -214,6 +225,13 @@ def kind_macros(stage: Stage) -> dict:
 
 # ---------------------------------------------------------------------------------------- ports
 
+def side_port(stage, design):
+    """A sum's second input: a DDR buffer in its own format, words as wide as the streamed input's."""
+    if stage.side is None:
+        return None
+    return Port(f"mem_side_{stage.index}", stage.precision.side, design.of(stage).width_in, False)
+
+
 def ports(segment, k: int, design) -> tuple:
     stages = segment.stages
     stage = stages[k]
@@ -240,8 +258,13 @@ def fpga_stage(code: StageCode, design) -> tuple:
     template = kernel_text(module.template(stage, sd))
     if stage.kind == "conv":
         template = kernel_text("conv_math.cl") + "\n" + template
-    constants.update(STAGE_PARAMS=f"{code.source_in.param('IN')} {code.source_out.param('OUT')}",
-                     READ_IN=Function("", code.source_in.read()), WRITE_OUT=Function("w", code.source_out.write()))
+    params = f"{code.source_in.param('IN')} {code.source_out.param('OUT')}"
+    if code.side is not None:
+        params += f" {code.side.param('IN')}"
+        constants.update(SIDE_WORD=code.side.word, READ_SIDE=Function("", code.side.read()),
+                         SIDE_VALUE=Function("w, l", READERS[tag(code.side.fmt)][0]))
+    constants.update(STAGE_PARAMS=params, READ_IN=Function("", code.source_in.read()),
+                     WRITE_OUT=Function("w", code.source_out.write()))
     return constants, template
 
 
@@ -287,7 +310,8 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
     for segment in plan.segments:
         for k, stage in enumerate(segment.stages):
             source_in, source_out = ports(segment, k, design)
-            code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0)
+            code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0,
+                             side_port(stage, design))
             if variant == "fast":
                 code.per_pixel = fast.uses_fast_lrn(stage)
                 code.fast_pool = fast.uses_fast_pool(stage)
@@ -295,8 +319,9 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
             codes.append(code)
     ports_seen = {}
     for code in codes:
-        for port in (code.source_in, code.source_out):
-            ports_seen.setdefault(port.name, port)
+        for port in (code.source_in, code.source_out, code.side):
+            if port is not None:
+                ports_seen.setdefault(port.name, port)
     lines += [port.typedef() for port in ports_seen.values()]
     lines += [f"CHANNEL({port.word}, {port.name}, {design.channel_depths[port.name]})"
               for port in ports_seen.values() if port.channel]
@@ -307,8 +332,8 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}), "
                      f"{design.of(stage).describe()} ---- */")
         constants, template = fast_stage(code) if code.fast else fpga_stage(code, design)
-        constants.update(STAGE_KERNEL=code.kernel, SAT_SLOT=stage.index,
-                         STAGE_CURSORS=f"{code.source_in.cursor()} {code.source_out.cursor()}")
+        cursors = [port.cursor() for port in (code.source_in, code.source_out, code.side) if port is not None]
+        constants.update(STAGE_KERNEL=code.kernel, SAT_SLOT=stage.index, STAGE_CURSORS=" ".join(cursors))
         lines += [define(name, value) for name, value in constants.items()]
         if inject and stage.index in inject:
             lines.append(inject[stage.index])

@@ -136,6 +136,29 @@ def relu_fixed(x_q, fmt: Fixed, negative_slope: float = 0.0, out_fmt=None) -> tu
     return convert_accumulator(acc, fmt.frac_bits + LEAKY_SLOPE_FRAC, fmt if out_fmt is None else out_fmt)
 
 
+# ------------------------------------------------------------------------------------------- Eltwise
+
+def eltwise_sum(x, x_fmt, y, y_fmt, out_fmt) -> tuple[np.ndarray, int]:
+    """The sum of two blobs (an Eltwise SUM stage), each arriving in its own format.
+
+    Fixed operands: acc = (x << (f - x.f)) + (y << (f - y.f)) with f = max(x.f, y.f), exact in
+    int64, then ``convert_accumulator(acc, f, out_fmt)``; refused where an aligned operand could
+    reach 2^61.  Float or half operands: x + y in float32, then stored in out_fmt (``store``).
+    """
+    if isinstance(x_fmt, Fixed) != isinstance(y_fmt, Fixed):
+        raise PrecisionError(f"an Eltwise adds two fixed-point operands or two float ones, not {x_fmt} and {y_fmt}")
+    if not isinstance(x_fmt, Fixed):
+        return store(np.asarray(x, np.float32) + np.asarray(y, np.float32), out_fmt)
+    frac = max(x_fmt.frac_bits, y_fmt.frac_bits)
+    for fmt in (x_fmt, y_fmt):
+        if fmt.total_bits + frac - fmt.frac_bits > 61:
+            raise PrecisionError(f"adding {x_fmt} to {y_fmt} aligns {fmt} by {frac - fmt.frac_bits} bits, past 64-bit "
+                                 f"arithmetic; choose closer formats")
+    acc = (_as_int64(x, "Eltwise input") << (frac - x_fmt.frac_bits)) + \
+        (_as_int64(y, "Eltwise input") << (frac - y_fmt.frac_bits))
+    return convert_accumulator(acc, frac, out_fmt)
+
+
 # ------------------------------------------------------------------------------------------ pooling
 
 def pool_fixed(x_q, fmt: Fixed, spec, out_fmt=None) -> tuple[np.ndarray, int]:
@@ -221,11 +244,18 @@ class FixedRun:
     saturation: dict
 
 
-def _device_layer(layer, lp: LayerPrecision, x, x_fmt):
-    """One device layer in its precision: (output, saturation count).  ``x`` arrives in ``x_fmt``."""
-    saturated = 0
-    if x_fmt != lp.inputs:                  # the host (or a float producer) converts
-        x, saturated = store(to_float(x, x_fmt), lp.inputs)
+def _arriving(x, x_fmt, fmt) -> tuple:
+    """An input as a layer gets it in `fmt`: the host (or a float producer) converts where they differ."""
+    return store(to_float(x, x_fmt), fmt) if x_fmt != fmt else (x, 0)
+
+
+def _device_layer(layer, lp: LayerPrecision, xs: list, x_fmts: list):
+    """One device layer in its precision: (output, saturation count).  ``xs`` arrive in ``x_fmts``."""
+    x, saturated = _arriving(xs[0], x_fmts[0], lp.inputs)
+    if layer.type == "Eltwise":
+        y, count = _arriving(xs[1], x_fmts[1], lp.side)
+        out, sum_count = eltwise_sum(x, lp.inputs, y, lp.side, lp.outputs)
+        return out, saturated + count + sum_count
     if not isinstance(lp.inputs, Fixed):    # float / half arithmetic in float32
         blobs = layer.blobs
         if isinstance(lp.weights, Half):
@@ -272,7 +302,8 @@ def forward_fixed(graph, inputs: dict, precisions: dict) -> FixedRun:
             outs = layer.kind.reference(layer.spec, values, layer.blobs)
             fmts = [Float()] * len(outs)
         else:
-            out, saturation[layer.name] = _device_layer(layer, lp, blobs[layer.bottoms[0]], formats[layer.bottoms[0]])
+            out, saturation[layer.name] = _device_layer(layer, lp, [blobs[b] for b in layer.bottoms],
+                                                        [formats[b] for b in layer.bottoms])
             outs, fmts = [out], [lp.outputs]
         for top, value, fmt in zip(layer.tops, outs, fmts):
             blobs[top], formats[top] = value, fmt

@@ -6,12 +6,15 @@ blob back -- or a HostStep, one layer run on the host (inner products through cn
 other unsupported layer through the numpy float reference).
 
 Rules:
-- Convolution, Pooling, LRN and ReLU run on the device.  BatchNorm and Scale directly after a
-  convolution are folded into its weights first (``fold_batch_norms``: the plan, its precisions and
-  the fixed-point golden model all see the folded graph); a ReLU directly after a convolution is
-  fused into the convolution's stage (applied before the write).
+- Convolution, Pooling, LRN, ReLU and the sum of two blobs (Eltwise SUM) run on the device
+  (``cnnfpga.layers.runs_on_device``).  BatchNorm and Scale directly after a convolution are folded
+  into its weights first (``fold_batch_norms``: the plan, its precisions and the fixed-point golden
+  model all see the folded graph); a ReLU directly after a convolution or a sum is fused into that
+  stage (applied before the write).
 - A stage joins the segment of its producer when it is the only reader of that blob; otherwise
   the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
+- A sum streams one operand -- the one whose segment comes last in the plan, so that the other is
+  written by then -- and reads the other (its `side` blob) from DDR, as a second port.
 - Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
 
 How wide each stage is (parallelism, stream widths, weights on chip or from DDR) is the design's
@@ -26,11 +29,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .caffe import caffe_pb2
-from .layers import DEVICE_TYPES
+from .layers import runs_on_device
 from .layers.normalization import batch_norm_statistics
 from .precision import Fixed, Float, LayerPrecision, resolve_precision
 
-STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu"}
+STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu", "Eltwise": "eltwise"}
 FLOAT = LayerPrecision(Float(), Float(), Float())
 
 
@@ -38,7 +41,7 @@ FLOAT = LayerPrecision(Float(), Float(), Float())
 class Stage:
     """One pipeline stage: a device layer plus what was fused into it."""
     index: int
-    kind: str                    # "conv" | "pool" | "lrn" | "relu"
+    kind: str                    # "conv" | "pool" | "lrn" | "relu" | "eltwise"
     layer: object                # the graph Layer that gives the stage its name and geometry
     in_shape: tuple              # (N, C, H, W)
     out_shape: tuple
@@ -50,6 +53,9 @@ class Stage:
     # conv weights reloading (reload_filters): the stage computes its O filters in `passes` passes
     # of O / passes each, out_shape being one pass's; weights and bias stay all O filters'
     passes: int = 1
+    # a sum: the versioned key of the operand read from DDR (the other one streams in); precision's
+    # `inputs` is the streamed operand's format, `side` the other's
+    side: str = None
 
     @property
     def name(self) -> str:
@@ -122,6 +128,8 @@ class Plan:
                 continue
             for k, stage in enumerate(step.stages):
                 streams = "from DDR" if k == 0 else "streamed"
+                if stage.side is not None:
+                    streams += f", + {self.blob_names[stage.side]} from DDR"
                 parallel = parallelism(stage) if parallelism else "-"
                 label = precision_label(stage.precision, has_weights=stage.kind == "conv")
                 rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})", label, parallel,
@@ -138,9 +146,10 @@ class Plan:
 
 
 def precision_label(p: LayerPrecision, has_weights: bool) -> str:
-    """One format when all that matter agree, else "w .. in .. out ..".  Weightless layers carry
+    """One format when all that matter agree, else "w .. in .. [side ..] out ..".  Weightless layers carry
     their input format in `weights` (cnnfpga.precision), which says nothing, so it is left out."""
-    shown = ([("w", p.weights)] if has_weights else []) + [("in", p.inputs), ("out", p.outputs)]
+    shown = ([("w", p.weights)] if has_weights else []) + [("in", p.inputs)] + \
+        ([("side", p.side)] if p.side is not None else []) + [("out", p.outputs)]
     if len({fmt for _, fmt in shown}) == 1:
         return str(p.inputs)
     return " ".join(f"{label} {fmt}" for label, fmt in shown)
@@ -247,13 +256,14 @@ def folded_convolution(conv, bn, scale):
 
 def device_refusal(layer, precision: LayerPrecision):
     """Why this layer cannot become a device stage (None if it can)."""
-    if layer.type not in DEVICE_TYPES:
-        return "no device kernel"
-    if len(layer.bottoms) != 1 or len(layer.tops) != 1:
+    if not runs_on_device(layer):
+        return "not a sum of two blobs" if layer.type == "Eltwise" else "no device kernel"
+    if len(layer.bottoms) != (2 if layer.type == "Eltwise" else 1) or len(layer.tops) != 1:
         return "not a single-input layer"
     # a ReLU after an inner product runs on the device only where its rounding matters (half,
     # fixed point: the golden model stores its output in that format); in float the host does it
-    if len(layer.in_shapes[0]) != 4 and (layer.type != "ReLU" or precision == FLOAT):
+    # a sum of any rank runs as (N, C, rest, 1) (as_4d)
+    if len(layer.in_shapes[0]) != 4 and layer.type != "Eltwise" and (layer.type != "ReLU" or precision == FLOAT):
         return "not a 4-D input"
     return None
 
@@ -284,7 +294,7 @@ def resolve_layer_precisions(graph, precision, stats: dict = None) -> dict:
 
 
 def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
-    """A ReLU joins the conv stage before it when the stage then writes the bits the two would.
+    """A ReLU joins the conv or sum stage before it when the stage then writes the bits the two would.
 
     The ReLU must keep the conv's output format (its inputs and outputs are the conv's outputs).
     The integer template (fixed-point input) applies it after converting to the output format, the
@@ -294,7 +304,7 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
     round(slope * v) is not slope * round(v), and the integer template has no leaky ReLU.
     """
     p = stage.precision
-    if stage.kind != "conv" or stage.relu_slope is not None:
+    if stage.kind not in ("conv", "eltwise") or stage.relu_slope is not None:
         return False
     if not relu_precision.inputs == relu_precision.outputs == p.outputs:
         return False
@@ -378,11 +388,25 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
 
     steps = []
     open_segments = {}           # key a segment currently ends with -> segment
+    written_by = {}              # key -> the position in steps of the step that writes it
     stages_made = 0
 
     def streamable(key: str) -> bool:
         """Can the next layer read `key` straight from its producer's stream?"""
         return key in open_segments and readers[key] == 1 and key not in graph_outputs
+
+    def streamed_operand(inputs: list, lp: LayerPrecision) -> int:
+        """Which operand of a sum streams in (0 or 1): one a segment ends with, in the format the sum
+        takes it in, whose segment comes after the other operand's writer (which must have run by
+        then); of two, the later segment.  0 when neither can: the sum then starts a segment."""
+        choices = []
+        for k, fmt in ((0, lp.inputs), (1, lp.side)):
+            other = inputs[1 - k]
+            if streamable(inputs[k]) and open_segments[inputs[k]].stages[-1].precision.outputs == fmt:
+                position = written_by[inputs[k]]
+                if written_by.get(other, -1) < position:
+                    choices.append((position, k))
+        return max(choices)[1] if choices else 0
 
     for layer, inputs, outputs in nodes:
         lp = precisions[layer.name]
@@ -390,7 +414,14 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
         if refusal is not None:
             reason = "inner product" if layer.type == "InnerProduct" else refusal
             steps.append(HostStep(layer, inputs, outputs, reason))
+            written_by.update((key, len(steps) - 1) for key in outputs)
             continue
+        side = None
+        if layer.type == "Eltwise":
+            k = streamed_operand(inputs, lp)
+            inputs, side = [inputs[k]], inputs[1 - k]
+            if k:                # the second operand streams: the formats follow it
+                lp = replace(lp, inputs=lp.side, side=lp.inputs)
         source, sink = inputs[0], outputs[0]
         # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
         if layer.type == "ReLU" and streamable(source):
@@ -401,21 +432,25 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
                 segment = open_segments.pop(source)
                 segment.sink = sink
                 open_segments[sink] = segment
+                written_by[sink] = written_by[source]
                 continue
         stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[0]),
-                      as_4d(layer.out_shapes[0]), lp)
+                      as_4d(layer.out_shapes[0]), lp, side=side)
         if stage.kind == "conv":
             stage.fused = list(folded.get(layer.name, []))
             if layer.blobs:          # a shapes-only graph plans without weights
                 stage.weights = layer.blobs[0]
                 stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
         stages_made += 1
-        if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs:
+        if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs and \
+                written_by.get(side, -1) < written_by[source]:
             segment = open_segments.pop(source)
             segment.stages.append(stage)
+            written_by[sink] = written_by[source]
         else:
             segment = Segment([stage], source)
             steps.append(segment)
+            written_by[sink] = len(steps) - 1
         segment.sink = sink
         open_segments[sink] = segment
     return Plan(graph, steps, names, final, precisions)

@@ -35,7 +35,7 @@ from typing import Mapping, Union
 import numpy as np
 
 from cnnfpga.errors import PrecisionError, refuse_special_file
-from cnnfpga.layers import DEVICE_TYPES
+from cnnfpga.layers import runs_on_device
 
 MIN_BITS, MAX_BITS = 2, 32
 
@@ -117,13 +117,16 @@ Format = Union[Float, Half, Fixed]
 
 @dataclass(frozen=True)
 class LayerPrecision:
-    """Formats of one device layer: its weights, its input activations, its output activations."""
+    """Formats of one device layer: its weights, its input activations, its output activations, and
+    for an Eltwise its second operand's (`side`: the two blobs it adds have ranges of their own)."""
     weights: Format
     inputs: Format
     outputs: Format
+    side: Format = None
 
     def __str__(self) -> str:
-        return f"weights {self.weights}, inputs {self.inputs}, outputs {self.outputs}"
+        side = "" if self.side is None else f", second input {self.side}"
+        return f"weights {self.weights}, inputs {self.inputs}{side}, outputs {self.outputs}"
 
 
 @dataclass(frozen=True)
@@ -494,7 +497,8 @@ PASS_THROUGH_TYPES = ("ReLU", "Pooling")   # output in the input's format: max/r
 
 
 def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) -> dict[str, LayerPrecision]:
-    """Concrete formats for every device layer (Convolution, Pooling, LRN, ReLU) of ``graph``.
+    """Concrete formats for every device layer (Convolution, Pooling, LRN, ReLU, a sum's Eltwise) of
+    ``graph`` (``cnnfpga.layers.runs_on_device``).
 
     setting: anything ``parse_precision`` takes, or its result.
     stats:   ``calibrate``'s {blob: max |x|}; fixed activation formats without statistics get
@@ -510,9 +514,11 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
       * a ReLU or Pooling layer whose input is fixed writes its output in that same format when its
         readers are fixed with the same number of bits (auto fraction), so it never rescales;
       * otherwise a layer's outputs are the format its device readers want (they must agree);
-        with no device reader (the host reads it) the layer's own setting, sized on its output blob.
+        with no device reader (the host reads it) the layer's own setting, sized on its output blob;
+      * an Eltwise's second operand (``side``) arrives as its writer wrote it, or as the host converts
+        it, like the first: the two may differ in fractional bits.
     """
-    device = [layer for layer in graph.layers if layer.type in DEVICE_TYPES]
+    device = [layer for layer in graph.layers if runs_on_device(layer)]
     if isinstance(setting, Mapping) and setting and all(isinstance(v, LayerSetting) for v in setting.values()):
         settings = dict(setting)
     else:
@@ -531,13 +537,13 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
     # who reads each layer's output: in-place layers write a new version under the same name, so
     # a reader belongs to the latest writer of the name at the time it runs
     readers: dict[int, list[int]] = {}
-    source_of: dict[int, int | None] = {}
+    sources_of: dict[int, list] = {}       # layer index -> the writer of each bottom (None: an input)
     last_writer: dict[str, int] = {}
     for i, layer in enumerate(graph.layers):
         for bottom in layer.bottoms:
             if bottom in last_writer:
                 readers.setdefault(last_writer[bottom], []).append(i)
-        source_of[i] = last_writer.get(layer.bottoms[0]) if layer.bottoms else None
+        sources_of[i] = [last_writer.get(bottom) for bottom in layer.bottoms]
         for top in layer.tops:
             last_writer[top] = i
 
@@ -547,13 +553,16 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
     for layer in device:
         i = index_of[id(layer)]
         kind = settings[layer.name]
-        source = source_of[i]
-        if source is not None and source in written:
-            inputs = written[source]
-        else:                                        # the host feeds it: the host converts
-            inputs = activation(kind.activations, layer.bottoms[0])
+
+        def arriving(k: int) -> Format:
+            """The format bottom k arrives in: as a device layer wrote it, else as the host converts it."""
+            source = sources_of[i][k]
+            return written[source] if source is not None and source in written else \
+                activation(kind.activations, layer.bottoms[k])
+
+        inputs = arriving(0)
         top = layer.tops[0]
-        device_readers = [graph.layers[r] for r in readers.get(i, []) if graph.layers[r].type in DEVICE_TYPES]
+        device_readers = [graph.layers[r] for r in readers.get(i, []) if runs_on_device(graph.layers[r])]
         passes = layer.type in PASS_THROUGH_TYPES and isinstance(inputs, Fixed)
         if device_readers:
             wanted = {}
@@ -577,7 +586,8 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
         else:
             weight_fmt = inputs
         written[i] = outputs
-        resolved[layer.name] = LayerPrecision(weight_fmt, inputs, outputs)
+        side = arriving(1) if layer.type == "Eltwise" else None
+        resolved[layer.name] = LayerPrecision(weight_fmt, inputs, outputs, side)
     if defaulted:
         chosen = ", ".join(f"{blob} {fmt}" for blob, fmt in defaulted.items())
         warnings.warn(f"{graph.path}: no calibration statistics for blob(s) {', '.join(defaulted)}; their fixed-point "

@@ -51,7 +51,7 @@ from .errors import InputError, PrecisionError
 from .fixed_reference import forward_fixed
 from .graph import load_graph
 from .io import list_images, load_image
-from .layers import DEVICE_TYPES
+from .layers import DEVICE_TYPES, runs_on_device
 from .net import Net
 from .placement import fold_batch_norms, versioned_nodes
 from .precision import MAX_BITS, MIN_BITS, calibration_statistics, frac_bits_for, resolve_precision
@@ -78,17 +78,18 @@ class Group:
 def layer_groups(graph) -> list:
     """The groups of ``graph``'s device layers, in the net's order.
 
-    Readers of one device-written blob must want one format (resolve_precision refuses otherwise),
-    so they share a group; a ReLU or Pooling joins the layers that read it; one that feeds no
-    Convolution or LRN joins the layer that feeds it. What is left (a ReLU between two inner
+    Readers of one device-written blob (either operand of a sum) must want one format
+    (resolve_precision refuses otherwise), so they share a group; a ReLU, Pooling or sum joins the
+    layers that read it; one that feeds no Convolution or LRN joins the layer that feeds it. What is left (a ReLU between two inner
     products) stays float: it has no multiplier to narrow.
     """
     nodes, _, _ = versioned_nodes(graph)
-    device = [k for k, (layer, _, _) in enumerate(nodes) if layer.type in DEVICE_TYPES]
+    device = [k for k, (layer, _, _) in enumerate(nodes) if runs_on_device(layer)]
     writer = {key: k for k, (_, _, outputs) in enumerate(nodes) for key in outputs}
     readers = {}
     for k in device:
-        readers.setdefault(nodes[k][1][0], []).append(k)
+        for key in nodes[k][1]:      # both operands of a sum
+            readers.setdefault(key, []).append(k)
     parent = {k: k for k in device}
 
     def root(k):
@@ -433,7 +434,7 @@ def layer_choices(graph, groups: list, chosen: dict, mix: dict, run: Evaluation,
     group_of = {name: group.name for group in groups for name in group.layers}
     rows = []
     for layer in graph.layers:
-        if layer.type not in DEVICE_TYPES:
+        if not runs_on_device(layer):
             continue
         group = group_of.get(layer.name)
         if group is None:

@@ -3,7 +3,7 @@
 On the data path it sits between placement (what runs where) and the code generator (which writes
 the design as kernel source): a Design gives each stage its parallelism, the width of every stream
 and where conv weights live, each channel's FIFO depth, and -- through the stage kinds' modules
-(conv, pool, lrn, relu) -- the exact loop trip counts the kernels are compiled with.  Without a
+(conv, pool, lrn, relu, eltwise) -- the exact loop trip counts the kernels are compiled with.  Without a
 board, ``default_design`` picks modest widths that run well on a CPU; ``cnnfpga.design.balance``
 sizes a design for a board, and ``python -m cnnfpga.design`` reports it.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 
 from ..errors import DesignError
 from ..placement import CUT
-from . import conv, lrn, pool, relu
+from . import conv, eltwise, lrn, pool, relu
 from .stage import Schedule, StageDesign, divisors
 
-KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu}
+KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu, "eltwise": eltwise}
 DEFAULT_INPUTS = 16       # ci of a default conv stage at most
 DEFAULT_OUTPUTS = 32      # co of a default conv stage at most
 DEFAULT_WIDTH = 8         # values per word of a segment's input, at most

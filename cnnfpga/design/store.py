@@ -13,13 +13,14 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import DesignError, PrecisionError
-from ..layers import DEVICE_TYPES
+from ..layers import runs_on_device
 from ..placement import cut_at, place, reload_filters
 from ..precision import LayerPrecision, exact_format
 from . import Design
 from .stage import StageDesign
 
 DESIGN_FILE = "design.json"
+PRECISION_KEYS = ("weights", "inputs", "outputs", "side")   # a LayerPrecision's formats; side: a sum's only
 FORMAT_VERSION = 1
 
 
@@ -34,8 +35,8 @@ def design_record(design: Design, net_path, extra: dict = None) -> dict:
         "format": FORMAT_VERSION,
         "net": str(net_path),
         "net_sha256": net_digest(net_path),
-        "precisions": {layer.name: {"weights": str(p.weights), "inputs": str(p.inputs), "outputs": str(p.outputs)}
-                       for layer in plan.graph.layers if layer.type in DEVICE_TYPES
+        "precisions": {layer.name: {key: str(getattr(p, key)) for key in PRECISION_KEYS if getattr(p, key) is not None}
+                       for layer in plan.graph.layers if runs_on_device(layer)
                        for p in [plan.precisions[layer.name]]},
         "stages": [dict(name=stage.name, **asdict(design.of(stage))) for stage in plan.stages],
         "channel_depths": dict(design.channel_depths),
@@ -74,8 +75,8 @@ def load_design(directory, graph) -> Design:
     """The Design stored in `directory`, for `graph` (the same net, any batch size)."""
     path, record = read_record(directory)
     try:
-        precisions = {name: LayerPrecision(*(exact_format(p[key], f"{path}: layer '{name}' {key}")
-                                             for key in ("weights", "inputs", "outputs")))
+        precisions = {name: LayerPrecision(**{key: exact_format(p[key], f"{path}: layer '{name}' {key}")
+                                              for key in PRECISION_KEYS if key in p})
                       for name, p in record["precisions"].items()}
         plan = place(graph, precisions)
         stored = {entry["name"]: entry for entry in record["stages"]}

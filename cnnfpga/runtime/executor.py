@@ -93,7 +93,7 @@ class SegmentRun:
     reads: list           # the events of the output's copies into `outs`
     outs: list            # the sink blob in the stream layout, once `reads` are complete: one per pass
                           # of a stage reloading its weights (each a share of the channels), else one
-    source: np.ndarray    # the host array the input copy reads: alive until the queue has run it
+    sources: list         # the host arrays the input copies read: alive until the queue has run them
 
 
 def describe_line(program_code):
@@ -399,7 +399,8 @@ class DeviceNet:
                 queue = self.sub_queue if self.stream_split_cores.get(n) else self.queue
                 if one_segment:
                     segment = self.head[0]
-                    started = (values, self.start_segment(segment, values[segment.source], queue))
+                    started = (values, self.start_segment(segment, values[segment.source], queue,
+                                                          self.side_inputs(segment, values.__getitem__)))
                     if ahead is None:
                         ahead = started
                         continue
@@ -471,13 +472,18 @@ class DeviceNet:
 
         for step in steps:
             if isinstance(step, Segment):
-                started[step.sink] = self.start_segment(step, value(step.source), queue)
+                started[step.sink] = self.start_segment(step, value(step.source), queue, self.side_inputs(step, value))
             else:
                 outputs = self.run_host(step, [value(k) for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
         for key in list(started):
             value(key)
         return values
+
+    @staticmethod
+    def side_inputs(segment: Segment, value) -> dict:
+        """{stage index: its second input} of the sums in `segment`; value(key) -> a blob."""
+        return {stage.index: value(stage.side) for stage in segment.stages if stage.side is not None}
 
     def _finish(self, values: dict) -> dict:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
@@ -491,6 +497,7 @@ class DeviceNet:
             first = self.codes[segment.stages[0].index].source_in
             ports = [(first, segment.stages[0].in_shape)]
             ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
+            ports += [(self.codes[stage.index].side, stage.in_shape) for stage in segment.stages if stage.side]
             where.buffers[key] = {
                 port.name: cl.Buffer(where.context, cl.mem_flags.READ_WRITE,
                                      n * h * w * padded(c, port.width) * storage_dtype(port.fmt).itemsize)
@@ -499,7 +506,8 @@ class DeviceNet:
 
     def _port_args(self, code, port_buffers: dict) -> list:
         fpga = self.place_of[code.stage.index].fpga
-        return [port_buffers[port.name] for port in (code.source_in, code.source_out) if not (fpga and port.channel)]
+        return [port_buffers[port.name] for port in (code.source_in, code.source_out, code.side)
+                if port is not None and not (fpga and port.channel)]
 
     def _winograd_scratch(self, where: DevicePlace, n: int) -> tuple:
         """The transformed inputs V and products M of a Winograd stage for n images: one pair per device,
@@ -544,17 +552,18 @@ class DeviceNet:
         cl.enqueue_nd_range_kernel(queue, where.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
-    def start_segment(self, segment: Segment, x: np.ndarray, queue=None) -> "SegmentRun":
-        """Enqueue a segment on a batch: the input copy, every stage, the output read.  Where channels
+    def start_segment(self, segment: Segment, x: np.ndarray, queue=None, sides: dict = None) -> "SegmentRun":
+        """Enqueue a segment on a batch: the input copies, every stage, the output read.  Where channels
         are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
         queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
-        the device's own (forward_stream's choice of cores); on several devices, the segment's device's."""
+        the device's own (forward_stream's choice of cores); on several devices, the segment's device's.
+        sides: {stage index: its second input} for the sums in the segment (side_inputs)."""
         where = self.place_of[segment.stages[0].index]
         with where.lock:
             return self._start_segment(where, segment, x, queue if queue is not None and len(self.places) == 1
-                                       else where.queue)
+                                       else where.queue, sides or {})
 
-    def _start_segment(self, where: DevicePlace, segment: Segment, x: np.ndarray, queue) -> "SegmentRun":
+    def _start_segment(self, where: DevicePlace, segment: Segment, x: np.ndarray, queue, sides: dict) -> "SegmentRun":
         n = x.shape[0]
         x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
@@ -567,6 +576,14 @@ class DeviceNet:
             source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.width)
             self.host_saturation[first_stage.index] += saturated
             cl.enqueue_copy(queue, port_buffers[first.source_in.name], source, is_blocking=False)
+        sources = [source]
+        for stage in segment.stages:
+            if stage.side is not None:   # a sum's second input, converted by the host into its format
+                port = self.codes[stage.index].side
+                side, saturated = to_stream(sides[stage.index].reshape((n,) + stage.in_shape[1:]), port.fmt, port.width)
+                self.host_saturation[stage.index] += saturated
+                cl.enqueue_copy(queue, port_buffers[port.name], side, is_blocking=False)
+                sources.append(side)
         _, c, h, w = segment.stages[-1].out_shape
         events, reads, outs = [], [], []
         # a conv reloading its weights is a segment of its own, run once per pass over the same input
@@ -579,7 +596,7 @@ class DeviceNet:
                     events += self._enqueue_stage(queue, stage, port_buffers, n, number)
             outs.append(np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt)))
             reads.append(cl.enqueue_copy(queue, outs[-1], port_buffers[last.source_out.name], is_blocking=False))
-        return SegmentRun(segment, events, reads, outs, source)
+        return SegmentRun(segment, events, reads, outs, sources)
 
     def _enqueue_stage(self, queue, stage, port_buffers: dict, n: int, number: int = 0) -> list:
         """One stage's kernel(s) on `queue` (pass `number` of a conv reloading its weights):

@@ -1,0 +1,197 @@
+"""Sums on the device (issue 8, item 4's first part): an Eltwise SUM of two blobs is a stage that
+streams one operand and reads the other from DDR, with the ReLU after it fused.  Placement, the
+fixed-point golden model by hand, PoCL runs bit-exact with the golden model and with the cycles the
+model counts, the design file, and ResNet-50's segments before and after."""
+import numpy as np
+import pytest
+
+from cnnfpga.design import default_design
+from cnnfpga.design.balance import balance
+from cnnfpga.design.boards import load_board
+from cnnfpga.design.model import evaluate
+from cnnfpga.design.store import load_design, save_design
+from cnnfpga.design.verify import verify
+from cnnfpga.codegen import program_sources
+from cnnfpga.errors import PrecisionError
+from cnnfpga.fixed_reference import eltwise_sum, forward_fixed
+from cnnfpga.placement import FLOAT, HostStep, cut_at, place
+from cnnfpga.precision import Fixed, Float, Half, calibrate
+from cnnfpga.quantize import layer_groups
+from cnnfpga import reference
+from cnnfpga.runtime import DeviceNet
+
+from conftest import filler_graph, require_emulator, shared_path
+
+# two residual blocks: a projection shortcut (sum1's operands both end segments; it streams its second,
+# b, the later one), an identity one (sum2 streams d and reads sum1, which c reads too), then a sum of
+# a blob with itself
+RESIDUAL = """name: "residual"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 dim: 10 dim: 10 } } }
+layer { name: "shortcut" type: "Convolution" bottom: "data" top: "shortcut" convolution_param { num_output: 12 kernel_size: 1 } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
+layer { name: "a_relu" type: "ReLU" bottom: "a" top: "a" }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
+layer { name: "sum1" type: "Eltwise" bottom: "shortcut" bottom: "b" top: "sum1" }
+layer { name: "sum1_relu" type: "ReLU" bottom: "sum1" top: "sum1" }
+layer { name: "c" type: "Convolution" bottom: "sum1" top: "c" convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
+layer { name: "d" type: "Convolution" bottom: "c" top: "d" convolution_param { num_output: 12 kernel_size: 1 } }
+layer { name: "sum2" type: "Eltwise" bottom: "d" bottom: "sum1" top: "sum2" }
+layer { name: "pool" type: "Pooling" bottom: "sum2" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "sum3" type: "Eltwise" bottom: "pool" bottom: "pool" top: "sum3" }
+"""
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    path = tmp_path_factory.mktemp("residual") / "residual.prototxt"
+    path.write_text(RESIDUAL)
+    return filler_graph(path)
+
+
+@pytest.fixture(scope="module")
+def stats(residual):
+    """Calibrated ranges: the two operands of each sum get different fractional bits in fixed point."""
+    return calibrate(residual, {"data": np.random.default_rng(1).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)})
+
+
+def test_a_sum_streams_its_later_operand_and_reads_the_other_from_ddr(residual):
+    plan = place(residual)
+    assert not [s for s in plan.steps if isinstance(s, HostStep)]
+    assert [[stage.name for stage in s.stages] for s in plan.segments] == \
+        [["shortcut"], ["a", "b", "sum1"], ["c", "d", "sum2", "pool"], ["sum3"]]
+    sums = {stage.name: stage for stage in plan.stages if stage.kind == "eltwise"}
+    assert {name: plan.blob_names[s.side] for name, s in sums.items()} == \
+        {"sum1": "shortcut", "sum2": "sum1", "sum3": "pool"}
+    assert sums["sum1"].fused == ["sum1_relu"] and sums["sum1"].relu_slope == 0.0
+    assert "device stage 3 (streamed, + shortcut from DDR)" in plan.describe()
+
+
+def test_the_streamed_operand_carries_the_input_format(residual, stats):
+    """sum1 streams its second bottom: the stage's `inputs` is that operand's format, `side` the first's;
+    the plan's precisions stay in bottom order, for the golden model."""
+    plan = place(residual, "fixed16", stats)
+    stage = plan.stage(next(s.index for s in plan.stages if s.name == "sum1"))
+    as_written = plan.precisions["sum1"]
+    assert as_written.inputs != as_written.side          # the two blobs' ranges differ
+    assert (stage.precision.inputs, stage.precision.side) == (as_written.side, as_written.inputs)
+    assert stage.precision.inputs == plan.precisions["b"].outputs
+
+
+def test_a_sum_the_device_does_not_run_stays_float_on_the_host(tmp_path):
+    text = RESIDUAL.replace('bottom: "pool" bottom: "pool" top: "sum3" }',
+                            'bottom: "pool" bottom: "pool" top: "sum3" eltwise_param { operation: MAX } }')
+    text = text.replace('bottom: "shortcut" bottom: "b" top: "sum1" }',
+                        'bottom: "shortcut" bottom: "b" top: "sum1" eltwise_param { coeff: -1 coeff: 1 } }')
+    path = tmp_path / "refused.prototxt"
+    path.write_text(text)
+    graph = filler_graph(path)
+    plan = place(graph, "fixed16")
+    host = {s.layer.name: s.reason for s in plan.steps if isinstance(s, HostStep)}
+    assert host == {"sum1": "not a sum of two blobs", "sum3": "not a sum of two blobs"}
+    assert plan.precisions["sum1"] == plan.precisions["sum3"] == FLOAT
+    assert "sum2" in [stage.name for stage in plan.stages]
+    # the golden model computes the refused ones in float, as the host does: b - shortcut (then the
+    # ReLU after it, on the device in fixed16.8: within half a step), and max(pool, pool)
+    x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
+    golden = forward_fixed(plan.graph, x, plan.precisions)
+    difference = np.maximum(golden.blobs["b"] - golden.blobs["shortcut"], 0)
+    np.testing.assert_allclose(golden.blobs["sum1"], difference, rtol=0, atol=2.0 ** -9)
+    np.testing.assert_array_equal(golden.blobs["sum3"], golden.blobs["pool"])
+
+
+def test_fixed_point_sum_by_hand():
+    # 0.75 (3 at 2 fractional bits) + 2.5 (5 at 1): 13 at 2 bits = 3.25, to 1 bit rounds half up: 7 = 3.5
+    out, saturated = eltwise_sum(np.array([3]), Fixed(8, 2), np.array([5]), Fixed(8, 1), Fixed(8, 1))
+    assert out.tolist() == [7] and saturated == 0
+    # 127 + 127 at the same format saturates at 127, counted; -128 + -128 at -128
+    out, saturated = eltwise_sum(np.array([127, -128]), Fixed(8, 0), np.array([127, -128]), Fixed(8, 0), Fixed(8, 0))
+    assert out.tolist() == [127, -128] and saturated == 2
+    # to float: exact
+    out, _ = eltwise_sum(np.array([3]), Fixed(8, 2), np.array([-5]), Fixed(8, 1), Float())
+    assert out.tolist() == [-1.75]
+    # float operands: a float32 sum, then the output format
+    out, saturated = eltwise_sum(np.float32([60000.0]), Half(), np.float32([10000.0]), Half(), Half())
+    assert np.isinf(out[0]) and saturated == 1
+    with pytest.raises(PrecisionError, match="two fixed-point operands or two float ones"):
+        eltwise_sum(np.array([1]), Fixed(8, 0), np.float32([1.0]), Float(), Float())
+    with pytest.raises(PrecisionError, match="past 64-bit arithmetic"):
+        eltwise_sum(np.array([1]), Fixed(32, -32), np.array([1]), Fixed(32, 64), Fixed(32, 0))
+
+
+@pytest.mark.parametrize("precision", ["float", "half", "fixed16", "fixed8"])
+def test_sums_run_on_pocl_as_the_golden_model_with_the_model_cycles(residual, stats, precision):
+    plan = place(residual, precision, stats)
+    checked = verify(residual, default_design(plan))
+    assert checked["ok"], checked["outputs"]
+    assert checked["cycles_equal"], checked["measured_cycles"]
+    if precision.startswith("fixed"):
+        assert "bit-exact" in checked["outputs"]
+
+
+def test_a_balanced_and_cut_design_with_sums_runs_bit_exact(residual, stats):
+    a10 = load_board("arria10_gx1150")
+    plan = place(residual, "fixed16", stats)
+    sum1 = next(s.index for s in plan.stages if s.name == "sum1")
+    cut = cut_at(plan, [sum1])          # the sum starts a segment: both operands from DDR
+    assert [s.source for s in cut.segments if s.stages[0].index == sum1][0].startswith("b@cut")
+    for design in (balance(plan, a10), balance(cut, a10)):
+        checked = verify(residual, design)
+        assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
+    evaluation = evaluate(balance(plan, a10), a10)
+    costs = {cost.stage.name: cost.resources for cost in evaluation.stages}
+    # the side operand's traffic: every pixel's 12 channels, padded to the stage's words, 2 bytes each
+    width = balance(plan, a10).of(plan.stage(sum1)).width_in
+    assert costs["sum1"].ddr_bytes_per_image == 10 * 10 * -(-12 // width) * width * 2
+
+
+def test_the_fast_variant_runs_sums(residual):
+    x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
+    got = DeviceNet(residual, variant="fast").forward(x)
+    want = reference.forward(residual, x)
+    for blob in ("sum1", "sum3"):
+        np.testing.assert_allclose(got[blob], want[blob], rtol=1e-5, atol=1e-5)
+
+
+def test_a_design_with_sums_is_stored_and_loaded_as_it_was(residual, stats, tmp_path):
+    path = tmp_path / "residual.prototxt"
+    path.write_text(RESIDUAL)
+    design = default_design(place(residual, "fixed16", stats))
+    save_design(design, tmp_path, path)
+    loaded = load_design(tmp_path, residual)
+    assert loaded.plan.precisions == design.plan.precisions
+    assert program_sources(loaded) == program_sources(design)
+
+
+def test_both_operands_of_a_sum_share_a_quantisation_group(residual):
+    """sum2 reads sum1 (its second operand) from DDR, as c does: both must get one format, so the
+    quantiser gives them one number of bits -- c's, not that of d, which writes sum2's other operand
+    (and converts it to what sum2 wants)."""
+    groups = {name: group.name for group in layer_groups(residual) for name in group.layers}
+    assert groups["sum2"] == groups["c"] != groups["d"]
+
+
+def test_resnet50_runs_as_21_segments_with_no_sum_on_the_host():
+    """Before sums ran on the device: 37 segments and 16 Eltwise layers on the host (README)."""
+    graph = filler_graph(shared_path("models", "resnet50", "deploy.prototxt"), fill=False)
+    plan = place(graph)
+    assert len(plan.segments) == 21
+    assert [s.layer.type for s in plan.steps if isinstance(s, HostStep)] == ["InnerProduct", "Softmax"]
+    sums = [stage for stage in plan.stages if stage.kind == "eltwise"]
+    assert len(sums) == 16 and all(stage.fused for stage in sums)
+    # each sum ends its block's main branch and reads the block's input (or its projection) from DDR
+    assert all(segment.stages[-1].kind == "eltwise" for segment in plan.segments[2:-1] if len(segment.stages) > 1)
+
+
+@pytest.mark.parametrize("precision", ["float", "fixed16"])
+def test_sums_run_on_intels_emulator_as_on_pocl(residual, stats, precision):
+    """The real channel source (every stage of a segment at once, blocking on its channels), the sums
+    reading their second operand from a global buffer beside the stream."""
+    device = require_emulator()
+    x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
+    design = default_design(place(residual, precision, stats))
+    want = DeviceNet(residual, design=design).forward(x)
+    net = DeviceNet(residual, design=design, device=device)
+    assert net.places[0].fpga
+    got = net.forward(x)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
