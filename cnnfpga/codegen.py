@@ -164,7 +164,7 @@ def accumulator_frac(stage: Stage) -> int:
     if stage.kind == "lrn":
         return p.inputs.frac_bits + FACTOR_FRAC
     if stage.kind == "eltwise":
-        return max(p.inputs.frac_bits, p.side.frac_bits)
+        return kind(stage).shifts(stage)[0]
     if stage.kind == "relu" and not relu_passes(stage):
         return p.inputs.frac_bits + LEAKY_SLOPE_FRAC
     return p.inputs.frac_bits

@@ -80,8 +80,8 @@ def layer_groups(graph) -> list:
 
     Readers of one device-written blob (either operand of a sum) must want one format
     (resolve_precision refuses otherwise), so they share a group; a ReLU, Pooling or sum joins the
-    layers that read it; one that feeds no Convolution or LRN joins the layer that feeds it. What is left (a ReLU between two inner
-    products) stays float: it has no multiplier to narrow.
+    layers that read it; one that feeds no Convolution or LRN joins the layer that feeds it. What
+    is left (a ReLU between two inner products) stays float: it has no multiplier to narrow.
     """
     nodes, _, _ = versioned_nodes(graph)
     device = [k for k, (layer, _, _) in enumerate(nodes) if runs_on_device(layer)]

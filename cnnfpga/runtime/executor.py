@@ -573,17 +573,10 @@ class DeviceNet:
                 not isinstance(first.source_in.fmt, (Fixed, Half)):
             source = self._enqueue_layout(where, queue, x, port_buffers[first.source_in.name])
         else:
-            source, saturated = to_stream(x, first_stage.precision.inputs, first.source_in.width)
-            self.host_saturation[first_stage.index] += saturated
-            cl.enqueue_copy(queue, port_buffers[first.source_in.name], source, is_blocking=False)
-        sources = [source]
-        for stage in segment.stages:
-            if stage.side is not None:   # a sum's second input, converted by the host into its format
-                port = self.codes[stage.index].side
-                side, saturated = to_stream(sides[stage.index].reshape((n,) + stage.in_shape[1:]), port.fmt, port.width)
-                self.host_saturation[stage.index] += saturated
-                cl.enqueue_copy(queue, port_buffers[port.name], side, is_blocking=False)
-                sources.append(side)
+            source = self._copy_in(queue, first_stage, x, first.source_in, port_buffers)
+        # each sum's second input, converted by the host into its own format
+        sources = [source] + [self._copy_in(queue, stage, sides[stage.index], self.codes[stage.index].side,
+                                            port_buffers) for stage in segment.stages if stage.side is not None]
         _, c, h, w = segment.stages[-1].out_shape
         events, reads, outs = [], [], []
         # a conv reloading its weights is a segment of its own, run once per pass over the same input
@@ -597,6 +590,16 @@ class DeviceNet:
             outs.append(np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt)))
             reads.append(cl.enqueue_copy(queue, outs[-1], port_buffers[last.source_out.name], is_blocking=False))
         return SegmentRun(segment, events, reads, outs, sources)
+
+    def _copy_in(self, queue, stage, blob: np.ndarray, port, port_buffers: dict) -> np.ndarray:
+        """Enqueue the copy of `blob`, an input of `stage`, into `port`'s buffer, converted by the host
+        into the port's format and stream layout (values that saturated count against the stage).
+        Returns the host array the copy reads, which must live until the queue has run it."""
+        blob = blob.reshape((len(blob),) + stage.in_shape[1:])   # another rank as placement.as_4d has it
+        stream, saturated = to_stream(blob, port.fmt, port.width)
+        self.host_saturation[stage.index] += saturated
+        cl.enqueue_copy(queue, port_buffers[port.name], stream, is_blocking=False)
+        return stream
 
     def _enqueue_stage(self, queue, stage, port_buffers: dict, n: int, number: int = 0) -> list:
         """One stage's kernel(s) on `queue` (pass `number` of a conv reloading its weights):
