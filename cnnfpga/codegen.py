@@ -9,7 +9,7 @@ design chose (Intel FPGA channels; with -D CNNFPGA_EMULATE_CHANNELS global buffe
 kernels/channels.h).  Nothing here computes a schedule or a size: it renders the design.
 
 Kernel arguments, in order: the input port, the output port (channel or DDR buffer; channels
-vanish on the FPGA), a sum's second input (a DDR buffer), the kind's host arrays (weights and
+vanish on the FPGA), the other inputs of a sum or a concat (DDR buffers), the kind's host arrays (weights and
 biases, or a table), its on-chip arrays (emulation only: global scratch buffers), the statistics
 buffer, n_images.  The fast variant's NDRange kernels (cnnfpga.fast) take their own arguments.
 """
@@ -21,7 +21,7 @@ import re
 
 from . import fast
 from .design import kind
-from .device_constants import FACTOR_FRAC, LEAKY_SLOPE_FRAC, LRN_MANTISSA_BITS, leaky_slope_constant
+from .device_constants import ALIGNED_BITS, FACTOR_FRAC, LEAKY_SLOPE_FRAC, LRN_MANTISSA_BITS, leaky_slope_constant
 from .errors import PrecisionError
 from .csource import Function, c_float, define, inverse_power
 from .placement import Plan, Stage
@@ -88,7 +88,7 @@ class StageCode:
     source_out: Port
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
-    side: Port = None    # a sum's second input, read from DDR
+    sides: list = ()     # the other inputs of a sum or a concat, read from DDR (Stage.sides' order)
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
     winograd: tuple = None   # a fast conv as Winograd F(2x2, r x r): (tiles per image, tiles per work-item,
                              # transform positions WA*WA); ndrange's pixels per work-item are then tiles
@@ -191,10 +191,18 @@ def kind_macros(stage: Stage) -> dict:
                      else Function("i", "weight_memory[i]"))
         return d
     if stage.kind == "eltwise":
-        if fixed != isinstance(p.side, Fixed):
+        if fixed != isinstance(p.sides[0], Fixed):
             raise PrecisionError(f"{stage.layer.where}: a sum adds two fixed-point operands or two float ones, "
-                                 f"not {p.inputs} and {p.side}")
+                                 f"not {p.inputs} and {p.sides[0]}")
+        if fixed:
+            _, in_shift, side_shift = kind(stage).shifts(stage)
+            widest = max(p.inputs.total_bits + in_shift, p.sides[0].total_bits + side_shift)
+            if widest > ALIGNED_BITS:     # as fixed_reference.eltwise_sum refuses
+                raise PrecisionError(f"{stage.layer.where}: adding {p.inputs} to {p.sides[0]} aligns an operand to "
+                                     f"{widest} bits, past 64-bit arithmetic; choose closer formats")
         return {"RELU_SLOPE": c_float(stage.relu_slope or 0.0)}
+    if stage.kind == "concat":
+        return {}
     if stage.kind == "relu":
         if fixed:
             return {"RELU_PASS": int(relu_passes(stage)), "SLOPE_Q": f"({leaky_slope_constant(stage.spec.negative_slope)}L)"}
@@ -225,11 +233,39 @@ def kind_macros(stage: Stage) -> dict:
 
 # ---------------------------------------------------------------------------------------- ports
 
-def side_port(stage, design):
-    """A sum's second input: a DDR buffer in its own format, words as wide as the streamed input's."""
-    if stage.side is None:
-        return None
-    return Port(f"mem_side_{stage.index}", stage.precision.side, design.of(stage).width_in, False)
+def side_ports(stage, design) -> list:
+    """The other inputs of a sum or a concat: DDR buffers, each in its own format, words as wide as the
+    streamed input's."""
+    return [Port(f"mem_side_{stage.index}_{k}", fmt, design.of(stage).width_in, False)
+            for k, fmt in enumerate(stage.precision.sides)]
+
+
+def concat_copy(code: StageCode) -> Function:
+    """COPY_WORD(j, out) of a concat stage: word j of a pixel's words is the next word of the input it
+    falls in (the layer's order), each value converted to the output format as
+    fixed_reference.concat_channels does -- nothing where the formats agree."""
+    stage = code.stage
+    ports = list(code.sides)
+    ports.insert(stage.streamed, code.source_in)
+    out_fmt, branches, end = stage.precision.outputs, [], 0
+    for port, words in zip(ports, kind(stage).words_per_pixel(stage, code.source_in.width)):
+        end += words
+        value = READERS[tag(port.fmt)][0].replace("(w)", "(in)")
+        if port.fmt == out_fmt:
+            converted = value
+        elif isinstance(port.fmt, Fixed) and isinstance(out_fmt, Fixed):
+            shift = port.fmt.frac_bits - out_fmt.frac_bits
+            if abs(shift) > MAX_SHIFT:
+                raise PrecisionError(f"{stage.layer.where}: rescaling from {port.fmt} to {out_fmt} needs a {abs(shift)}-bit "
+                                     f"shift (at most {MAX_SHIFT}); choose closer formats")
+            converted = f"fx_requantize({value}, {shift}, QMIN, QMAX, &saturated)"
+        elif isinstance(port.fmt, Fixed):
+            converted = f"ldexp(convert_float({value}), -({port.fmt.frac_bits}))"
+        else:
+            converted = f"FLOAT_TO_OUT({value}, &saturated)"
+        branches.append(f"if ((j) < {end}) {{ const {port.word} in = {port.read()}; "
+                        f"UNROLL for (int l = 0; l < WIDTH; l++) OUT_SET((out), l, {converted}); }}")
+    return Function("j, out", " else ".join(branches))
 
 
 def ports(segment, k: int, design) -> tuple:
@@ -259,10 +295,13 @@ def fpga_stage(code: StageCode, design) -> tuple:
     if stage.kind == "conv":
         template = kernel_text("conv_math.cl") + "\n" + template
     params = f"{code.source_in.param('IN')} {code.source_out.param('OUT')}"
-    if code.side is not None:
-        params += f" {code.side.param('IN')}"
-        constants.update(SIDE_WORD=code.side.word, READ_SIDE=Function("", code.side.read()),
-                         SIDE_VALUE=Function("w, l", READERS[tag(code.side.fmt)][0]))
+    params += "".join(f" {port.param('IN')}" for port in code.sides)
+    if stage.kind == "eltwise":
+        side = code.sides[0]
+        constants.update(SIDE_WORD=side.word, READ_SIDE=Function("", side.read()),
+                         SIDE_VALUE=Function("w, l", READERS[tag(side.fmt)][0]))
+    if stage.kind == "concat":
+        constants["COPY_WORD"] = concat_copy(code)
     constants.update(STAGE_PARAMS=params, READ_IN=Function("", code.source_in.read()),
                      WRITE_OUT=Function("w", code.source_out.write()))
     return constants, template
@@ -311,7 +350,7 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         for k, stage in enumerate(segment.stages):
             source_in, source_out = ports(segment, k, design)
             code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0,
-                             side_port(stage, design))
+                             side_ports(stage, design))
             if variant == "fast":
                 code.per_pixel = fast.uses_fast_lrn(stage)
                 code.fast_pool = fast.uses_fast_pool(stage)
@@ -319,9 +358,8 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
             codes.append(code)
     ports_seen = {}
     for code in codes:
-        for port in (code.source_in, code.source_out, code.side):
-            if port is not None:
-                ports_seen.setdefault(port.name, port)
+        for port in (code.source_in, code.source_out, *code.sides):
+            ports_seen.setdefault(port.name, port)
     lines += [port.typedef() for port in ports_seen.values()]
     lines += [f"CHANNEL({port.word}, {port.name}, {design.channel_depths[port.name]})"
               for port in ports_seen.values() if port.channel]
@@ -332,7 +370,7 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}), "
                      f"{design.of(stage).describe()} ---- */")
         constants, template = fast_stage(code) if code.fast else fpga_stage(code, design)
-        cursors = [port.cursor() for port in (code.source_in, code.source_out, code.side) if port is not None]
+        cursors = [port.cursor() for port in (code.source_in, code.source_out, *code.sides)]
         constants.update(STAGE_KERNEL=code.kernel, SAT_SLOT=stage.index, STAGE_CURSORS=" ".join(cursors))
         lines += [define(name, value) for name, value in constants.items()]
         if inject and stage.index in inject:

@@ -16,6 +16,7 @@ FACTOR_FRAC = 16                  # fractional bits of the LRN factor table entr
 # the code generator defines FX_LRN_MANTISSA_BITS in the kernels from this
 LRN_MANTISSA_BITS = 7
 LRN_TABLE_LEN = 64 << LRN_MANTISSA_BITS   # e in 0..63 (S < 2^63), 2^LRN_MANTISSA_BITS buckets each
+ALIGNED_BITS = 61                 # a sum's operands aligned to one fraction: the sum of two stays below 2^62
 
 
 def leaky_slope_constant(negative_slope: float) -> int:

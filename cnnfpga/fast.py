@@ -40,6 +40,13 @@ def stage_constants(stage: Stage) -> dict:
     return d
 
 
+def narrow_concats(plan) -> dict:
+    """{name: why} of the concat stages whose words could not be WORD values (an input but the last
+    of channels not in whole words): the fast variant leaves those to the host."""
+    return {stage.name: f"an input's channels not in whole {WORD}-value words" for stage in plan.stages
+            if stage.kind == "concat" and any(shape[1] % WORD for shape in stage.layer.in_shapes[:-1])}
+
+
 def uses_fast_conv(stage: Stage) -> bool:
     """The fast variant replaces float convolutions whose groups split into whole 8-channel blocks."""
     p = stage.precision

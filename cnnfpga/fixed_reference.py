@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from cnnfpga.device_constants import (FACTOR_FRAC, LEAKY_SLOPE_FRAC, leaky_slope_constant, lrn_factor_table,
-                                      lrn_table_index)
+from cnnfpga.device_constants import (ALIGNED_BITS, FACTOR_FRAC, LEAKY_SLOPE_FRAC, leaky_slope_constant,
+                                      lrn_factor_table, lrn_table_index)
 from cnnfpga.errors import PrecisionError
 from cnnfpga.layers import conv as conv_layer, pool as pool_layer
 from cnnfpga.precision import (Fixed, Float, Half, LayerPrecision, quantize, quantize_accumulator, requantize,
@@ -151,12 +151,27 @@ def eltwise_sum(x, x_fmt, y, y_fmt, out_fmt) -> tuple[np.ndarray, int]:
         return store(np.asarray(x, np.float32) + np.asarray(y, np.float32), out_fmt)
     frac = max(x_fmt.frac_bits, y_fmt.frac_bits)
     for fmt in (x_fmt, y_fmt):
-        if fmt.total_bits + frac - fmt.frac_bits > 61:
+        if fmt.total_bits + frac - fmt.frac_bits > ALIGNED_BITS:
             raise PrecisionError(f"adding {x_fmt} to {y_fmt} aligns {fmt} by {frac - fmt.frac_bits} bits, past 64-bit "
                                  f"arithmetic; choose closer formats")
     acc = (_as_int64(x, "Eltwise input") << (frac - x_fmt.frac_bits)) + \
         (_as_int64(y, "Eltwise input") << (frac - y_fmt.frac_bits))
     return convert_accumulator(acc, frac, out_fmt)
+
+
+# -------------------------------------------------------------------------------------------- Concat
+
+def concat_channels(xs: list, fmts: list, out_fmt) -> tuple[np.ndarray, int]:
+    """The concatenation of (N, C_k, H, W) blobs along the channels (a Concat stage), each arriving in
+    its own format and converted to out_fmt on its own: a fixed one by ``convert_accumulator`` (its
+    value is an integer of f_k fractional bits: requantize, or exact to float), a float or half one
+    by ``store``.  Where an input already is in out_fmt that is a copy."""
+    parts, saturated = [], 0
+    for x, fmt in zip(xs, fmts):
+        part, count = convert_accumulator(x, fmt.frac_bits, out_fmt) if isinstance(fmt, Fixed) else store(x, out_fmt)
+        parts.append(part)
+        saturated += count
+    return np.concatenate(parts, axis=1), saturated
 
 
 # ------------------------------------------------------------------------------------------ pooling
@@ -251,11 +266,15 @@ def _arriving(x, x_fmt, fmt) -> tuple:
 
 def _device_layer(layer, lp: LayerPrecision, xs: list, x_fmts: list):
     """One device layer in its precision: (output, saturation count).  ``xs`` arrive in ``x_fmts``."""
-    x, saturated = _arriving(xs[0], x_fmts[0], lp.inputs)
+    fmts = [lp.inputs, *lp.sides]
+    arrived = [_arriving(x, x_fmt, fmt) for x, x_fmt, fmt in zip(xs, x_fmts, fmts)]
+    x, saturated = arrived[0][0], sum(count for _, count in arrived)
     if layer.type == "Eltwise":
-        y, count = _arriving(xs[1], x_fmts[1], lp.side)
-        out, sum_count = eltwise_sum(x, lp.inputs, y, lp.side, lp.outputs)
-        return out, saturated + count + sum_count
+        out, count = eltwise_sum(x, lp.inputs, arrived[1][0], lp.sides[0], lp.outputs)
+        return out, saturated + count
+    if layer.type == "Concat":
+        out, count = concat_channels([value for value, _ in arrived], fmts, lp.outputs)
+        return out, saturated + count
     if not isinstance(lp.inputs, Fixed):    # float / half arithmetic in float32
         blobs = layer.blobs
         if isinstance(lp.weights, Half):

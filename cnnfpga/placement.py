@@ -6,15 +6,17 @@ blob back -- or a HostStep, one layer run on the host (inner products through cn
 other unsupported layer through the numpy float reference).
 
 Rules:
-- Convolution, Pooling, LRN, ReLU and the sum of two blobs (Eltwise SUM) run on the device
+- Convolution, Pooling, LRN, ReLU, the sum of two blobs (Eltwise SUM) and Concat along the channels
+  run on the device
   (``cnnfpga.layers.runs_on_device``).  BatchNorm and Scale directly after a convolution are folded
   into its weights first (``fold_batch_norms``: the plan, its precisions and the fixed-point golden
   model all see the folded graph); a ReLU directly after a convolution or a sum is fused into that
   stage (applied before the write).
 - A stage joins the segment of its producer when it is the only reader of that blob; otherwise
   the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
-- A sum streams one operand -- the one whose segment comes last in the plan, so that the other is
-  written by then -- and reads the other (its `side` blob) from DDR, as a second port.
+- A sum or a channel Concat streams one input -- the one whose segment comes last in the plan, so
+  that the others are written by then -- and reads the others (its `sides` blobs) from DDR, each
+  through a port of its own.
 - Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
 
 How wide each stage is (parallelism, stream widths, weights on chip or from DDR) is the design's
@@ -33,7 +35,8 @@ from .layers import runs_on_device
 from .layers.normalization import batch_norm_statistics
 from .precision import Fixed, Float, LayerPrecision, resolve_precision
 
-STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu", "Eltwise": "eltwise"}
+STAGE_KIND = {"Convolution": "conv", "Pooling": "pool", "LRN": "lrn", "ReLU": "relu", "Eltwise": "eltwise",
+              "Concat": "concat"}
 FLOAT = LayerPrecision(Float(), Float(), Float())
 
 
@@ -41,7 +44,7 @@ FLOAT = LayerPrecision(Float(), Float(), Float())
 class Stage:
     """One pipeline stage: a device layer plus what was fused into it."""
     index: int
-    kind: str                    # "conv" | "pool" | "lrn" | "relu" | "eltwise"
+    kind: str                    # "conv" | "pool" | "lrn" | "relu" | "eltwise" | "concat"
     layer: object                # the graph Layer that gives the stage its name and geometry
     in_shape: tuple              # (N, C, H, W)
     out_shape: tuple
@@ -53,9 +56,11 @@ class Stage:
     # conv weights reloading (reload_filters): the stage computes its O filters in `passes` passes
     # of O / passes each, out_shape being one pass's; weights and bias stay all O filters'
     passes: int = 1
-    # a sum: the versioned key of the operand read from DDR (the other one streams in); precision's
-    # `inputs` is the streamed operand's format, `side` the other's
-    side: str = None
+    # a sum or a concat: the versioned keys of the inputs read from DDR, in the layer's order without
+    # the one that streams in, which is its bottom `streamed`; precision's `inputs` is the streamed
+    # input's format, `sides` the others'
+    sides: tuple = ()
+    streamed: int = 0
 
     @property
     def name(self) -> str:
@@ -64,6 +69,11 @@ class Stage:
     @property
     def spec(self):
         return self.layer.spec
+
+    @property
+    def side_shapes(self) -> list:
+        """The (N, C, H, W) of each input read from DDR, as `sides` lists them."""
+        return [as_4d(shape) for k, shape in enumerate(self.layer.in_shapes) if k != self.streamed]
 
 
 @dataclass
@@ -128,8 +138,8 @@ class Plan:
                 continue
             for k, stage in enumerate(step.stages):
                 streams = "from DDR" if k == 0 else "streamed"
-                if stage.side is not None:
-                    streams += f", + {self.blob_names[stage.side]} from DDR"
+                if stage.sides:
+                    streams += f", + {', '.join(self.blob_names[key] for key in stage.sides)} from DDR"
                 parallel = parallelism(stage) if parallelism else "-"
                 label = precision_label(stage.precision, has_weights=stage.kind == "conv")
                 rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})", label, parallel,
@@ -149,7 +159,7 @@ def precision_label(p: LayerPrecision, has_weights: bool) -> str:
     """One format when all that matter agree, else "w .. in .. [side ..] out ..".  Weightless layers carry
     their input format in `weights` (cnnfpga.precision), which says nothing, so it is left out."""
     shown = ([("w", p.weights)] if has_weights else []) + [("in", p.inputs)] + \
-        ([("side", p.side)] if p.side is not None else []) + [("out", p.outputs)]
+        [("side", fmt) for fmt in p.sides] + [("out", p.outputs)]
     if len({fmt for _, fmt in shown}) == 1:
         return str(p.inputs)
     return " ".join(f"{label} {fmt}" for label, fmt in shown)
@@ -257,8 +267,8 @@ def folded_convolution(conv, bn, scale):
 def device_refusal(layer, precision: LayerPrecision):
     """Why this layer cannot become a device stage (None if it can)."""
     if not runs_on_device(layer):
-        return "not a sum of two blobs" if layer.type == "Eltwise" else "no device kernel"
-    if len(layer.bottoms) != (2 if layer.type == "Eltwise" else 1) or len(layer.tops) != 1:
+        return {"Eltwise": "not a sum of two blobs", "Concat": "not along the channels"}.get(layer.type, "no device kernel")
+    if (layer.type not in ("Eltwise", "Concat") and len(layer.bottoms) != 1) or len(layer.tops) != 1:
         return "not a single-input layer"
     # a ReLU after an inner product runs on the device only where its rounding matters (half,
     # fixed point: the golden model stores its output in that format); in float the host does it
@@ -372,16 +382,20 @@ def filter_pass(stage: Stage, number: int) -> Stage:
     return replace(stage, weights=stage.weights[chosen], bias=stage.bias[chosen])
 
 
-def place(graph, precision="float", stats: dict = None) -> Plan:
+def place(graph, precision="float", stats: dict = None, host_layers: Mapping = None) -> Plan:
     """Split `graph` into device segments and host steps.
 
     precision: a precision setting, resolved on the folded graph (fold_batch_norms) so that the
                folded weights size the formats; or {layer name: LayerPrecision} used as given
                (resolve it on ``fold_batch_norms(graph)[0]`` for the same effect).
     stats: calibration statistics ({blob: max |x|}) for fixed formats.
+    host_layers: {layer name: why} of device layers the caller keeps on the host, in float (the fast
+                 variant's concats whose inputs do not fill its words).
     """
     graph, folded = fold_batch_norms(graph)
     precisions = resolve_layer_precisions(graph, precision, stats)
+    host_layers = dict(host_layers or {})
+    precisions.update((name, FLOAT) for name in host_layers)
     nodes, names, final = versioned_nodes(graph)
     readers = Counter(key for _, inputs, _ in nodes for key in inputs)
     graph_outputs = {final[name] for name in graph.outputs}
@@ -395,34 +409,33 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
         """Can the next layer read `key` straight from its producer's stream?"""
         return key in open_segments and readers[key] == 1 and key not in graph_outputs
 
-    def streamed_operand(inputs: list, lp: LayerPrecision) -> int:
-        """Which operand of a sum streams in (0 or 1): one a segment ends with, in the format the sum
-        takes it in, whose segment comes after the other operand's writer (which must have run by
-        then); of two, the later segment.  0 when neither can: the sum then starts a segment."""
+    def streamed_input(inputs: list, lp: LayerPrecision) -> int:
+        """Which input of a sum or a concat streams in: one a segment ends with, in the format the layer
+        takes it in, whose segment comes after every other input's writer (which must have run by
+        then); of several, the latest segment.  0 when none can: the layer then starts a segment."""
         choices = []
-        for k, fmt in ((0, lp.inputs), (1, lp.side)):
-            other = inputs[1 - k]
+        for k, fmt in enumerate([lp.inputs, *lp.sides]):
+            others = inputs[:k] + inputs[k + 1:]
             if streamable(inputs[k]) and open_segments[inputs[k]].stages[-1].precision.outputs == fmt:
                 position = written_by[inputs[k]]
-                if written_by.get(other, -1) < position:
+                if all(written_by.get(other, -1) < position for other in others):
                     choices.append((position, k))
         return max(choices)[1] if choices else 0
 
     for layer, inputs, outputs in nodes:
         lp = precisions[layer.name]
-        refusal = device_refusal(layer, lp)
+        refusal = host_layers.get(layer.name) or device_refusal(layer, lp)
         if refusal is not None:
             reason = "inner product" if layer.type == "InnerProduct" else refusal
             steps.append(HostStep(layer, inputs, outputs, reason))
             written_by.update((key, len(steps) - 1) for key in outputs)
             continue
-        side = None
-        if layer.type == "Eltwise":
-            k = streamed_operand(inputs, lp)
-            inputs, side = [inputs[k]], inputs[1 - k]
-            if k:                # the second operand streams: the formats follow it
-                lp = replace(lp, inputs=lp.side, side=lp.inputs)
-        source, sink = inputs[0], outputs[0]
+        streamed = streamed_input(inputs, lp) if len(inputs) > 1 else 0
+        sides = tuple(inputs[:streamed] + inputs[streamed + 1:])
+        if streamed:             # another input than the first streams: the formats follow it
+            formats = [lp.inputs, *lp.sides]
+            lp = replace(lp, inputs=formats[streamed], sides=tuple(formats[:streamed] + formats[streamed + 1:]))
+        source, sink = inputs[streamed], outputs[0]
         # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
         if layer.type == "ReLU" and streamable(source):
             last = open_segments[source].stages[-1]
@@ -434,8 +447,8 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
                 open_segments[sink] = segment
                 written_by[sink] = written_by[source]
                 continue
-        stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[0]),
-                      as_4d(layer.out_shapes[0]), lp, side=side)
+        stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[streamed]),
+                      as_4d(layer.out_shapes[0]), lp, sides=sides, streamed=streamed)
         if stage.kind == "conv":
             stage.fused = list(folded.get(layer.name, []))
             if layer.blobs:          # a shapes-only graph plans without weights
@@ -443,7 +456,7 @@ def place(graph, precision="float", stats: dict = None) -> Plan:
                 stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
         stages_made += 1
         if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs and \
-                written_by.get(side, -1) < written_by[source]:
+                all(written_by.get(side, -1) < written_by[source] for side in sides):
             segment = open_segments.pop(source)
             segment.stages.append(stage)
             written_by[sink] = written_by[source]

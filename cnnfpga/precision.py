@@ -118,15 +118,16 @@ Format = Union[Float, Half, Fixed]
 @dataclass(frozen=True)
 class LayerPrecision:
     """Formats of one device layer: its weights, its input activations, its output activations, and
-    for an Eltwise its second operand's (`side`: the two blobs it adds have ranges of their own)."""
+    for a layer of several inputs (a sum, a concatenation) the others' formats in order (`sides`:
+    each blob has a range of its own)."""
     weights: Format
     inputs: Format
     outputs: Format
-    side: Format = None
+    sides: tuple = ()
 
     def __str__(self) -> str:
-        side = "" if self.side is None else f", second input {self.side}"
-        return f"weights {self.weights}, inputs {self.inputs}{side}, outputs {self.outputs}"
+        sides = f", other inputs {', '.join(map(str, self.sides))}" if self.sides else ""
+        return f"weights {self.weights}, inputs {self.inputs}{sides}, outputs {self.outputs}"
 
 
 @dataclass(frozen=True)
@@ -497,7 +498,7 @@ PASS_THROUGH_TYPES = ("ReLU", "Pooling")   # output in the input's format: max/r
 
 
 def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) -> dict[str, LayerPrecision]:
-    """Concrete formats for every device layer (Convolution, Pooling, LRN, ReLU, a sum's Eltwise) of
+    """Concrete formats for every device layer (Convolution, Pooling, LRN, ReLU, a sum, a Concat) of
     ``graph`` (``cnnfpga.layers.runs_on_device``).
 
     setting: anything ``parse_precision`` takes, or its result.
@@ -515,8 +516,8 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
         readers are fixed with the same number of bits (auto fraction), so it never rescales;
       * otherwise a layer's outputs are the format its device readers want (they must agree);
         with no device reader (the host reads it) the layer's own setting, sized on its output blob;
-      * an Eltwise's second operand (``side``) arrives as its writer wrote it, or as the host converts
-        it, like the first: the two may differ in fractional bits.
+      * the other inputs of an Eltwise or a Concat (``sides``) arrive as their writers wrote them, or
+        as the host converts them, like the first: they may differ in fractional bits.
     """
     device = [layer for layer in graph.layers if runs_on_device(layer)]
     if isinstance(setting, Mapping) and setting and all(isinstance(v, LayerSetting) for v in setting.values()):
@@ -586,8 +587,8 @@ def resolve_precision(graph, setting, stats: Mapping[str, float] | None = None) 
         else:
             weight_fmt = inputs
         written[i] = outputs
-        side = arriving(1) if layer.type == "Eltwise" else None
-        resolved[layer.name] = LayerPrecision(weight_fmt, inputs, outputs, side)
+        sides = tuple(arriving(k) for k in range(1, len(layer.bottoms)))
+        resolved[layer.name] = LayerPrecision(weight_fmt, inputs, outputs, sides)
     if defaulted:
         chosen = ", ".join(f"{blob} {fmt}" for blob, fmt in defaulted.items())
         warnings.warn(f"{graph.path}: no calibration statistics for blob(s) {', '.join(defaulted)}; their fixed-point "

@@ -11,11 +11,11 @@ from cnnfpga.design.boards import load_board
 from cnnfpga.design.model import evaluate
 from cnnfpga.design.store import load_design, save_design
 from cnnfpga.design.verify import verify
-from cnnfpga.codegen import program_sources
+from cnnfpga.codegen import generate, program_sources
 from cnnfpga.errors import PrecisionError
 from cnnfpga.fixed_reference import eltwise_sum, forward_fixed
 from cnnfpga.placement import FLOAT, HostStep, cut_at, place
-from cnnfpga.precision import Fixed, Float, Half, calibrate
+from cnnfpga.precision import Fixed, Float, Half, LayerPrecision, calibrate
 from cnnfpga.quantize import layer_groups
 from cnnfpga import reference
 from cnnfpga.runtime import DeviceNet
@@ -60,20 +60,21 @@ def test_a_sum_streams_its_later_operand_and_reads_the_other_from_ddr(residual):
     assert [[stage.name for stage in s.stages] for s in plan.segments] == \
         [["shortcut"], ["a", "b", "sum1"], ["c", "d", "sum2", "pool"], ["sum3"]]
     sums = {stage.name: stage for stage in plan.stages if stage.kind == "eltwise"}
-    assert {name: plan.blob_names[s.side] for name, s in sums.items()} == \
-        {"sum1": "shortcut", "sum2": "sum1", "sum3": "pool"}
+    assert {name: [plan.blob_names[key] for key in s.sides] for name, s in sums.items()} == \
+        {"sum1": ["shortcut"], "sum2": ["sum1"], "sum3": ["pool"]}
+    assert {name: s.streamed for name, s in sums.items()} == {"sum1": 1, "sum2": 0, "sum3": 0}
     assert sums["sum1"].fused == ["sum1_relu"] and sums["sum1"].relu_slope == 0.0
     assert "device stage 3 (streamed, + shortcut from DDR)" in plan.describe()
 
 
 def test_the_streamed_operand_carries_the_input_format(residual, stats):
-    """sum1 streams its second bottom: the stage's `inputs` is that operand's format, `side` the first's;
+    """sum1 streams its second bottom: the stage's `inputs` is that operand's format, `sides` the first's;
     the plan's precisions stay in bottom order, for the golden model."""
     plan = place(residual, "fixed16", stats)
     stage = plan.stage(next(s.index for s in plan.stages if s.name == "sum1"))
     as_written = plan.precisions["sum1"]
-    assert as_written.inputs != as_written.side          # the two blobs' ranges differ
-    assert (stage.precision.inputs, stage.precision.side) == (as_written.side, as_written.inputs)
+    assert (as_written.inputs,) != as_written.sides          # the two blobs' ranges differ
+    assert (stage.precision.inputs, stage.precision.sides) == (as_written.sides[0], (as_written.inputs,))
     assert stage.precision.inputs == plan.precisions["b"].outputs
 
 
@@ -116,6 +117,18 @@ def test_fixed_point_sum_by_hand():
         eltwise_sum(np.array([1]), Fixed(8, 0), np.float32([1.0]), Float(), Float())
     with pytest.raises(PrecisionError, match="past 64-bit arithmetic"):
         eltwise_sum(np.array([1]), Fixed(32, -32), np.array([1]), Fixed(32, 64), Fixed(32, 0))
+
+
+def test_the_code_generator_refuses_a_sum_the_golden_model_refuses(residual):
+    """Formats a design file could hold but resolve_precision never makes: aligning fixed32.0 to 40
+    fractional bits would overflow a long, in the kernel as in the golden model."""
+    plan = place(residual, "fixed16")
+    stage = next(stage for stage in plan.stages if stage.name == "sum2")
+    stage.precision = LayerPrecision(Fixed(32, 0), Fixed(32, 0), Fixed(32, 0), (Fixed(32, 40),))
+    with pytest.raises(PrecisionError, match="past 64-bit arithmetic"):
+        eltwise_sum(np.array([1]), Fixed(32, 0), np.array([1]), Fixed(32, 40), Fixed(32, 0))
+    with pytest.raises(PrecisionError, match="past 64-bit arithmetic"):
+        generate(plan, default_design(plan))
 
 
 @pytest.mark.parametrize("precision", ["float", "half", "fixed16", "fixed8"])

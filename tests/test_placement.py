@@ -44,11 +44,13 @@ def test_googlenet_branches_become_segments_in_topological_order():
     plan = place(graph)
     produced = set(graph.inputs)
     for step in plan.steps:   # every step reads only what earlier steps wrote
-        reads = [step.source] if isinstance(step, Segment) else step.inputs
+        reads = [step.source, *(key for stage in step.stages for key in stage.sides)] \
+            if isinstance(step, Segment) else step.inputs
         assert all(key in produced for key in reads), step
         produced.update([step.sink] if isinstance(step, Segment) else step.outputs)
-    concat = [s for s in plan.steps if isinstance(s, HostStep) and s.layer.type == "Concat"]
-    assert len(concat) == 9
+    # each inception module ends in a concat stage, which streams its pool branch
+    concats = [stage for stage in plan.stages if stage.kind == "concat"]
+    assert len(concats) == 9 and all(plan.blob_names[stage.sides[-1]].endswith("/5x5") for stage in concats)
     # the 3x3 branch of an inception streams reduce conv -> ReLU -> 3x3 conv -> ReLU
     seg = next(s for s in plan.segments if s.stages[0].name == "inception_3a/3x3_reduce")
     assert [s.name for s in seg.stages] == ["inception_3a/3x3_reduce", "inception_3a/3x3"]

@@ -3,21 +3,22 @@
 On the data path it sits between placement (what runs where) and the code generator (which writes
 the design as kernel source): a Design gives each stage its parallelism, the width of every stream
 and where conv weights live, each channel's FIFO depth, and -- through the stage kinds' modules
-(conv, pool, lrn, relu, eltwise) -- the exact loop trip counts the kernels are compiled with.  Without a
+(conv, pool, lrn, relu, eltwise, concat) -- the exact loop trip counts the kernels are compiled with.  Without a
 board, ``default_design`` picks modest widths that run well on a CPU; ``cnnfpga.design.balance``
 sizes a design for a board, and ``python -m cnnfpga.design`` reports it.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from ..errors import DesignError
 from ..placement import CUT
-from . import conv, eltwise, lrn, pool, relu
+from . import concat, conv, eltwise, lrn, pool, relu
 from .stage import Schedule, StageDesign, divisors
 
-KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu, "eltwise": eltwise}
+KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu, "eltwise": eltwise, "concat": concat}
 DEFAULT_INPUTS = 16       # ci of a default conv stage at most
 DEFAULT_OUTPUTS = 32      # co of a default conv stage at most
 DEFAULT_WIDTH = 8         # values per word of a segment's input, at most
@@ -114,6 +115,27 @@ def size_channels(design: Design) -> None:
                                                                                     design.schedule(consumer))
 
 
+def narrow_to_concat(stages: dict, segment, stage, width: int, variant: str) -> int:
+    """The width a concat stage can take (it divides the channels of every input but the last:
+    design/concat.py), given `width` arriving: where that one does not, the stream is narrowed back
+    to the convolution writing it (or the segment's start) -- every stage between keeps as wide in
+    as out.  The fast variant's words are FAST_WIDTH values, which cannot narrow."""
+    fitting = math.gcd(width, *concat.input_channels(stage)[:-1])
+    if fitting == width:
+        return width
+    if variant == "fast":
+        raise DesignError(f"{stage.layer.where}: the fast variant's words are {FAST_WIDTH} values, which must divide "
+                          f"the channels of every input of a concat but the last "
+                          f"({', '.join(map(str, concat.input_channels(stage)[:-1]))})")
+    for before in reversed(segment.stages[:segment.stages.index(stage)]):
+        if before.kind == "conv":   # its outputs leave in whole steps: co narrows with the words
+            conv_design = stages[before.index]
+            stages[before.index] = replace(conv_design, co=math.gcd(conv_design.co, fitting), width_out=fitting)
+            break
+        stages[before.index] = replace(stages[before.index], width_in=fitting, width_out=fitting)
+    return fitting
+
+
 STAGE_FIELDS = ("ci", "co", "f", "width_out", "weights", "load_width", "logic_multipliers")
 
 
@@ -169,6 +191,8 @@ def default_design(plan, parallelism=None, variant: str = "fpga") -> Design:
                 f = cs.kw if ci < 8 else 1
                 design = StageDesign(stage.index, "conv", width, FAST_WIDTH if variant == "fast" else co, ci, co, f)
             else:
+                if stage.kind == "concat":
+                    width = narrow_to_concat(stages, segment, stage, width, variant)
                 design = StageDesign(stage.index, stage.kind, width, width)
             if stage.name in overrides:
                 changes = overrides[stage.name]

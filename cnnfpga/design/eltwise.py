@@ -1,5 +1,5 @@
 """Sum stages (kernels/eltwise.cl): an Eltwise SUM of two blobs, one streamed in, the other (the
-stage's `side` blob, ResNet's shortcut) read from DDR a word at a time alongside it."""
+stage's side blob, ResNet's shortcut) read from DDR a word at a time alongside it."""
 from __future__ import annotations
 
 from ..precision import Fixed, storage_bits
@@ -27,8 +27,8 @@ def shifts(stage) -> tuple:
     """Fixed point: (fractional bits of the exact sum, left shift of the streamed operand, of the side
     operand) -- both aligned to the finer of their two formats, as fixed_reference.eltwise_sum."""
     p = stage.precision
-    frac = max(p.inputs.frac_bits, p.side.frac_bits)
-    return frac, frac - p.inputs.frac_bits, frac - p.side.frac_bits
+    frac = max(p.inputs.frac_bits, p.sides[0].frac_bits)
+    return frac, frac - p.inputs.frac_bits, frac - p.sides[0].frac_bits
 
 
 def constants(stage, design, sched: Schedule) -> dict:
@@ -49,7 +49,7 @@ def arrays(stage, design) -> tuple:
 def side_bytes(stage, design) -> int:
     """Bytes of the side blob read from DDR per image, in words of the stage's width."""
     _, c, h, w = stage.in_shape
-    return h * w * padded(c, design.width_in) * storage_bits(stage.precision.side) // 8
+    return h * w * padded(c, design.width_in) * storage_bits(stage.precision.sides[0]) // 8
 
 
 def resources(stage, design, sched: Schedule, board) -> Resources:
@@ -60,7 +60,7 @@ def resources(stage, design, sched: Schedule, board) -> Resources:
     logic, dsp = STAGE_CONTROL_LOGIC + DDR_PORT_LOGIC, 0
     if isinstance(p.inputs, Fixed):
         _, in_shift, side_shift = shifts(stage)
-        bits = max(p.inputs.total_bits + in_shift, p.side.total_bits + side_shift) + 1
+        bits = max(p.inputs.total_bits + in_shift, p.sides[0].total_bits + side_shift) + 1
         logic += adder_logic(board, bits, lanes) + lanes * REQUANTIZE_LOGIC
     else:
         dsp, add_logic = float_adds_cost(board, lanes)

@@ -2,8 +2,8 @@
 predicted latency, throughput and efficiency.
 
 Module -> layer -> pipeline, as in fpgaConvNet's model: the stage kinds give each stage's cycles and
-resources (plain functions in conv.py, pool.py, lrn.py, relu.py, eltwise.py); this module adds the
-channel FIFOs and the segments' DDR ports, sums them, and runs the pipeline.
+resources (plain functions in conv.py, pool.py, lrn.py, relu.py, eltwise.py, concat.py); this
+module adds the channel FIFOs and the segments' DDR ports, sums them, and runs the pipeline.
 
 The pipeline model (``run_stages``): the stages of a segment run at once; each runs its own
 schedule phase by phase (a phase of a window stage is an output row), and a phase that reads from a

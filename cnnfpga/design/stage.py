@@ -1,7 +1,7 @@
 """What the design decides for one device stage, and what every stage kind provides.
 
 A StageDesign is a stage's parallelism and stream widths.  Each stage kind has a module in this
-package (conv, pool, lrn, relu, eltwise) with the same plain functions -- the kind's record, as the
+package (conv, pool, lrn, relu, eltwise, concat) with the same plain functions -- the kind's record, as the
 layer registry is for shapes and the golden model:
 
     check(stage, design)          -> None, or raise DesignError saying why the design is invalid

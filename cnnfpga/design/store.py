@@ -20,7 +20,7 @@ from . import Design
 from .stage import StageDesign
 
 DESIGN_FILE = "design.json"
-PRECISION_KEYS = ("weights", "inputs", "outputs", "side")   # a LayerPrecision's formats; side: a sum's only
+PRECISION_KEYS = ("weights", "inputs", "outputs")   # a LayerPrecision's formats, and "sides" (a list) where it has any
 FORMAT_VERSION = 1
 
 
@@ -35,9 +35,8 @@ def design_record(design: Design, net_path, extra: dict = None) -> dict:
         "format": FORMAT_VERSION,
         "net": str(net_path),
         "net_sha256": net_digest(net_path),
-        "precisions": {layer.name: {key: str(getattr(p, key)) for key in PRECISION_KEYS if getattr(p, key) is not None}
-                       for layer in plan.graph.layers if runs_on_device(layer)
-                       for p in [plan.precisions[layer.name]]},
+        "precisions": {layer.name: precision_record(plan.precisions[layer.name])
+                       for layer in plan.graph.layers if runs_on_device(layer)},
         "stages": [dict(name=stage.name, **asdict(design.of(stage))) for stage in plan.stages],
         "channel_depths": dict(design.channel_depths),
         "partitions": [[names[index] for index in indices] for indices in design.partitions],
@@ -45,6 +44,23 @@ def design_record(design: Design, net_path, extra: dict = None) -> dict:
         "fpgas": design.fpgas,
         **(extra or {}),
     }
+
+
+def precision_record(p: LayerPrecision) -> dict:
+    record = {key: str(getattr(p, key)) for key in PRECISION_KEYS}
+    if p.sides:
+        record["sides"] = [str(fmt) for fmt in p.sides]
+    return record
+
+
+def read_precision(p: dict, where: str) -> LayerPrecision:
+    """A LayerPrecision from its record; a sum's one other input may be stored as "side" (the first
+    files with sums)."""
+    sides = p.get("sides", [p["side"]] if "side" in p else [])
+    if not isinstance(sides, list):
+        raise TypeError(f"{where} sides must be a list of formats")
+    return LayerPrecision(**{key: exact_format(p[key], f"{where} {key}") for key in PRECISION_KEYS},
+                          sides=tuple(exact_format(fmt, f"{where} sides") for fmt in sides))
 
 
 def save_design(design: Design, directory, net_path, extra: dict = None) -> Path:
@@ -75,9 +91,7 @@ def load_design(directory, graph) -> Design:
     """The Design stored in `directory`, for `graph` (the same net, any batch size)."""
     path, record = read_record(directory)
     try:
-        precisions = {name: LayerPrecision(**{key: exact_format(p[key], f"{path}: layer '{name}' {key}")
-                                              for key in PRECISION_KEYS if key in p})
-                      for name, p in record["precisions"].items()}
+        precisions = {name: read_precision(p, f"{path}: layer '{name}'") for name, p in record["precisions"].items()}
         plan = place(graph, precisions)
         stored = {entry["name"]: entry for entry in record["stages"]}
         names = [stage.name for stage in plan.stages]

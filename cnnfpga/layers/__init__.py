@@ -34,16 +34,20 @@ class LayerKind:
 REGISTRY: dict[str, LayerKind] = {}
 
 # layer types that have a device stage (a kernel template and a cost model); see runs_on_device
-DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU", "Eltwise")
+DEVICE_TYPES = ("Convolution", "Pooling", "LRN", "ReLU", "Eltwise", "Concat")
 
 
 def runs_on_device(layer) -> bool:
     """Whether a layer's type and parameters have a device stage.  An Eltwise does only as the plain
     sum of two blobs (ResNet's shortcut); a product, a maximum or weighted terms stay on the host.
-    Precision, placement, the quantiser and the design file all ask this one question, so that a
-    layer the device refuses stays float in the golden model too."""
+    A Concat does as the concatenation of several (N, C, H, W) blobs along the channels (an inception
+    or fire module's output); another axis stays on the host.  Precision, placement, the quantiser
+    and the design file all ask this one question, so that a layer the device refuses stays float in
+    the golden model too."""
     if layer.type == "Eltwise":
         return layer.spec.operation == "SUM" and len(layer.bottoms) == 2 and all(c == 1 for c in layer.spec.coeffs)
+    if layer.type == "Concat":
+        return layer.spec.axis == 1 and len(layer.bottoms) >= 2 and all(len(s) == 4 for s in layer.in_shapes)
     return layer.type in DEVICE_TYPES
 
 

@@ -212,7 +212,10 @@ class DeviceNet:
                                   f"or parallelism= with it")
             self.plan = design.plan
         else:
-            self.plan = place(graph, precision, calibration_statistics(graph, calibration))
+            stats = calibration_statistics(graph, calibration)
+            self.plan = place(graph, precision, stats)
+            if variant == "fast" and fast.narrow_concats(self.plan):
+                self.plan = place(graph, precision, stats, host_layers=fast.narrow_concats(self.plan))
             design = default_design(self.plan, parallelism, variant)
         self.design = design
         selectors = list(device) if isinstance(device, (list, tuple)) else [device]
@@ -482,8 +485,8 @@ class DeviceNet:
 
     @staticmethod
     def side_inputs(segment: Segment, value) -> dict:
-        """{stage index: its second input} of the sums in `segment`; value(key) -> a blob."""
-        return {stage.index: value(stage.side) for stage in segment.stages if stage.side is not None}
+        """{stage index: [its inputs read from DDR]} of the sums and concats in `segment`; value(key) -> a blob."""
+        return {stage.index: [value(key) for key in stage.sides] for stage in segment.stages if stage.sides}
 
     def _finish(self, values: dict) -> dict:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
@@ -497,7 +500,8 @@ class DeviceNet:
             first = self.codes[segment.stages[0].index].source_in
             ports = [(first, segment.stages[0].in_shape)]
             ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
-            ports += [(self.codes[stage.index].side, stage.in_shape) for stage in segment.stages if stage.side]
+            ports += [(port, shape) for stage in segment.stages
+                      for port, shape in zip(self.codes[stage.index].sides, stage.side_shapes)]
             where.buffers[key] = {
                 port.name: cl.Buffer(where.context, cl.mem_flags.READ_WRITE,
                                      n * h * w * padded(c, port.width) * storage_dtype(port.fmt).itemsize)
@@ -506,8 +510,8 @@ class DeviceNet:
 
     def _port_args(self, code, port_buffers: dict) -> list:
         fpga = self.place_of[code.stage.index].fpga
-        return [port_buffers[port.name] for port in (code.source_in, code.source_out, code.side)
-                if port is not None and not (fpga and port.channel)]
+        return [port_buffers[port.name] for port in (code.source_in, code.source_out, *code.sides)
+                if not (fpga and port.channel)]
 
     def _winograd_scratch(self, where: DevicePlace, n: int) -> tuple:
         """The transformed inputs V and products M of a Winograd stage for n images: one pair per device,
@@ -557,7 +561,7 @@ class DeviceNet:
         are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
         queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
         the device's own (forward_stream's choice of cores); on several devices, the segment's device's.
-        sides: {stage index: its second input} for the sums in the segment (side_inputs)."""
+        sides: {stage index: [its inputs read from DDR]} for the sums and concats in the segment (side_inputs)."""
         where = self.place_of[segment.stages[0].index]
         with where.lock:
             return self._start_segment(where, segment, x, queue if queue is not None and len(self.places) == 1
@@ -573,10 +577,12 @@ class DeviceNet:
                 not isinstance(first.source_in.fmt, (Fixed, Half)):
             source = self._enqueue_layout(where, queue, x, port_buffers[first.source_in.name])
         else:
-            source = self._copy_in(queue, first_stage, x, first.source_in, port_buffers)
-        # each sum's second input, converted by the host into its own format
-        sources = [source] + [self._copy_in(queue, stage, sides[stage.index], self.codes[stage.index].side,
-                                            port_buffers) for stage in segment.stages if stage.side is not None]
+            source = self._copy_in(queue, first_stage, x, first_stage.in_shape, first.source_in, port_buffers)
+        # the inputs each sum or concat reads from DDR, converted by the host into their own formats
+        sources = [source] + [self._copy_in(queue, stage, blob, shape, port, port_buffers)
+                              for stage in segment.stages
+                              for blob, shape, port in zip(sides.get(stage.index, ()), stage.side_shapes,
+                                                           self.codes[stage.index].sides)]
         _, c, h, w = segment.stages[-1].out_shape
         events, reads, outs = [], [], []
         # a conv reloading its weights is a segment of its own, run once per pass over the same input
@@ -591,11 +597,12 @@ class DeviceNet:
             reads.append(cl.enqueue_copy(queue, outs[-1], port_buffers[last.source_out.name], is_blocking=False))
         return SegmentRun(segment, events, reads, outs, sources)
 
-    def _copy_in(self, queue, stage, blob: np.ndarray, port, port_buffers: dict) -> np.ndarray:
-        """Enqueue the copy of `blob`, an input of `stage`, into `port`'s buffer, converted by the host
-        into the port's format and stream layout (values that saturated count against the stage).
-        Returns the host array the copy reads, which must live until the queue has run it."""
-        blob = blob.reshape((len(blob),) + stage.in_shape[1:])   # another rank as placement.as_4d has it
+    def _copy_in(self, queue, stage, blob: np.ndarray, shape, port, port_buffers: dict) -> np.ndarray:
+        """Enqueue the copy of `blob`, an input of `stage` of (N, C, H, W) `shape`, into `port`'s buffer,
+        converted by the host into the port's format and stream layout (values that saturated count
+        against the stage).  Returns the host array the copy reads, which must live until the queue
+        has run it."""
+        blob = blob.reshape((len(blob),) + tuple(shape[1:]))   # another rank as placement.as_4d has it
         stream, saturated = to_stream(blob, port.fmt, port.width)
         self.host_saturation[stage.index] += saturated
         cl.enqueue_copy(queue, port_buffers[port.name], stream, is_blocking=False)
