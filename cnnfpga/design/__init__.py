@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 from ..errors import DesignError
 from ..placement import CUT
@@ -50,7 +50,7 @@ class Design:
         return self.stages[stage.index]
 
     def schedule(self, stage) -> Schedule:
-        key = (stage.index, tuple(getattr(self.of(stage), f.name) for f in fields(StageDesign)))
+        key = (stage.index, self.of(stage))
         if key not in self._schedules:
             self._schedules[key] = kind(stage).schedule(stage, self.of(stage))
         return self._schedules[key]

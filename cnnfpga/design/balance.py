@@ -26,7 +26,7 @@ The search is greedy and deterministic (fpgaConvNet's rule-based optimiser in sp
 """
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from ..errors import DesignError
 from ..precision import storage_bits
@@ -127,13 +127,13 @@ class Search:
 
     # -- cached pieces ---------------------------------------------------------------------------
     def schedule(self, stages: dict, stage):
-        key = (stage.index, astuple(stages[stage.index]))
+        key = (stage.index, stages[stage.index])
         if key not in self._schedules:
             self._schedules[key] = kind(stage).schedule(stage, stages[stage.index])
         return self._schedules[key]
 
     def stage_resources(self, stages: dict, stage) -> Resources:
-        key = (stage.index, astuple(stages[stage.index]))
+        key = (stage.index, stages[stage.index])
         if key not in self._resources:
             self._resources[key] = kind(stage).resources(stage, stages[stage.index], self.schedule(stages, stage),
                                                          self.board)

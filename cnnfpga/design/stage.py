@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from ..errors import DesignError
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageDesign:
-    """How wide one device stage is."""
+    """How wide one device stage is (frozen: the balancer's caches key on it)."""
     index: int
     kind: str
     width_in: int              # values per input word
