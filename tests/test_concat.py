@@ -141,6 +141,26 @@ def test_a_balanced_design_with_concats_runs_bit_exact(modules, stats):
     assert costs["cat1"].ddr_bytes_per_image == 10 * 10 * (8 + 12) * 2
 
 
+def test_a_segment_takes_a_blob_written_as_its_port_wants_it_from_device_memory(modules, stats, monkeypatch):
+    """b1 and b2b write words of 4 values, as cat1 reads its other inputs: the runtime copies them on the
+    device (as a board finds them in DDR) instead of reading them back and converting them; the
+    outputs stay bit-exact."""
+    plan = place(modules, "fixed16", stats)
+    design = default_design(plan, parallelism={"b1": {"co": 4, "width_out": 4}, "b2b": {"co": 4, "width_out": 4}})
+    taken = []
+    hands_over = DeviceNet._hands_over
+
+    def spy(self, run, stage, port):
+        taken.append((stage.name, port.name, hands_over(self, run, stage, port)))
+        return taken[-1][-1]
+    monkeypatch.setattr(DeviceNet, "_hands_over", spy)
+    checked = verify(modules, design)
+    assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
+    cat1 = next(stage.index for stage in plan.stages if stage.name == "cat1")
+    assert ("cat1", f"mem_side_{cat1}_0", True) in taken and ("cat1", f"mem_side_{cat1}_1", True) in taken
+    assert any(not handed for _, _, handed in taken)    # a width or format that differs is converted
+
+
 def test_the_fast_variant_runs_concats_whose_inputs_fill_its_words(modules):
     """The fast variant's words are 8 values: cat2 (16 and 8 channels) runs on the device, cat1 (8, 12
     and 8) on the host."""

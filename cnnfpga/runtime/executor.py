@@ -20,7 +20,7 @@ from ..design.stage import padded
 from ..errors import DeviceError
 from ..layers import REGISTRY
 from ..placement import HostStep, Segment, filter_pass, place
-from ..precision import Fixed, Half, calibration_statistics, dequantize, quantize, storage_dtype
+from ..precision import Fixed, Float, Half, calibration_statistics, dequantize, quantize, storage_dtype
 from ..reference import check_inputs
 from .device import build_program, host_cores_but_one, is_emulator, is_fpga, select_device
 
@@ -403,7 +403,7 @@ class DeviceNet:
                 if one_segment:
                     segment = self.head[0]
                     started = (values, self.start_segment(segment, values[segment.source], queue,
-                                                          self.side_inputs(segment, values.__getitem__)))
+                                                          self.side_inputs(segment, lambda key, *_: values[key])))
                     if ahead is None:
                         ahead = started
                         continue
@@ -463,9 +463,10 @@ class DeviceNet:
         return bool(max(device_seconds * cores / (cores - 1), host_seconds) < shared)
 
     def _run(self, steps, values: dict, host_threads: int = 1, queue=None) -> dict:
-        """Run `steps` in order. A segment is only waited for when a later step reads its output, so
-        that independent segments (the branches of an inception module) are all on the device's queue
-        while the host reads back and converts the first one's output."""
+        """Run `steps` in order. A segment is only waited for when a host step reads its output: a
+        segment reading it takes it where it lies, in device memory (as a board's next segment finds
+        it in DDR), where its port wants it as written, so that the whole run of segments is on the
+        device's queue while the host reads back and converts the first outputs."""
         started = {}   # sink key -> SegmentRun on the queue, not yet waited for
 
         def value(key):
@@ -473,9 +474,16 @@ class DeviceNet:
                 values[key] = self.finish_segment(started.pop(key))
             return values[key]
 
+        def operand(key, stage, port):
+            """What a segment's `port` (of `stage`) reads: the run writing it, left on the device, or its value."""
+            run = started.get(key)
+            return run if run is not None and self._hands_over(run, stage, port) else value(key)
+
         for step in steps:
             if isinstance(step, Segment):
-                started[step.sink] = self.start_segment(step, value(step.source), queue, self.side_inputs(step, value))
+                first = step.stages[0]
+                source = operand(step.source, first, self.codes[first.index].source_in)
+                started[step.sink] = self.start_segment(step, source, queue, self.side_inputs(step, operand))
             else:
                 outputs = self.run_host(step, [value(k) for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
@@ -483,10 +491,19 @@ class DeviceNet:
             value(key)
         return values
 
-    @staticmethod
-    def side_inputs(segment: Segment, value) -> dict:
-        """{stage index: [its inputs read from DDR]} of the sums and concats in `segment`; value(key) -> a blob."""
-        return {stage.index: [value(key) for key in stage.sides] for stage in segment.stages if stage.sides}
+    def side_inputs(self, segment: Segment, value) -> dict:
+        """{stage index: [its inputs read from DDR]} of the sums and concats in `segment`;
+        value(key, stage, port) -> a blob, or the SegmentRun writing it (_hands_over)."""
+        return {stage.index: [value(key, stage, port) for key, port in zip(stage.sides, self.codes[stage.index].sides)]
+                for stage in segment.stages if stage.sides}
+
+    def _hands_over(self, run: "SegmentRun", stage, port) -> bool:
+        """Can `port` of `stage` read what `run` writes straight from the device's memory?  On one device
+        (several run batches at once, each thread its own), where the port wants that blob in the format
+        and word width it was written in, and not the passes of a stage reloading its weights."""
+        out = self.codes[run.segment.stages[-1].index].source_out
+        return (len(self.places) == 1 and len(run.outs) == 1 and (port.fmt, port.width) == (out.fmt, out.width)
+                and self.place_of[run.segment.stages[0].index] is self.place_of[stage.index])
 
     def _finish(self, values: dict) -> dict:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
@@ -556,8 +573,9 @@ class DeviceNet:
         cl.enqueue_nd_range_kernel(queue, where.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
-    def start_segment(self, segment: Segment, x: np.ndarray, queue=None, sides: dict = None) -> "SegmentRun":
-        """Enqueue a segment on a batch: the input copies, every stage, the output read.  Where channels
+    def start_segment(self, segment: Segment, x, queue=None, sides: dict = None) -> "SegmentRun":
+        """Enqueue a segment on a batch `x` (an array, or the SegmentRun writing it: _hands_over): the
+        input copies, every stage, the output read.  Where channels
         are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
         queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
         the device's own (forward_stream's choice of cores); on several devices, the segment's device's.
@@ -567,18 +585,13 @@ class DeviceNet:
             return self._start_segment(where, segment, x, queue if queue is not None and len(self.places) == 1
                                        else where.queue, sides or {})
 
-    def _start_segment(self, where: DevicePlace, segment: Segment, x: np.ndarray, queue, sides: dict) -> "SegmentRun":
-        n = x.shape[0]
-        x = x.reshape((n,) + segment.stages[0].in_shape[1:])   # a 2-D blob into a ReLU stage: (N, C, 1, 1)
+    def _start_segment(self, where: DevicePlace, segment: Segment, x, queue, sides: dict) -> "SegmentRun":
+        n = x.outs[0].shape[0] if isinstance(x, SegmentRun) else x.shape[0]
         first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
         port_buffers = self._port_buffers(segment, n)
         first_stage = segment.stages[0]
-        if where.layout_kernel is not None and first.source_in.fmt == first_stage.precision.inputs and \
-                not isinstance(first.source_in.fmt, (Fixed, Half)):
-            source = self._enqueue_layout(where, queue, x, port_buffers[first.source_in.name])
-        else:
-            source = self._copy_in(queue, first_stage, x, first_stage.in_shape, first.source_in, port_buffers)
-        # the inputs each sum or concat reads from DDR, converted by the host into their own formats
+        source = self._copy_in(queue, first_stage, x, first_stage.in_shape, first.source_in, port_buffers)
+        # the inputs each sum or concat reads from DDR, each in its own format
         sources = [source] + [self._copy_in(queue, stage, blob, shape, port, port_buffers)
                               for stage in segment.stages
                               for blob, shape, port in zip(sides.get(stage.index, ()), stage.side_shapes,
@@ -600,9 +613,19 @@ class DeviceNet:
     def _copy_in(self, queue, stage, blob: np.ndarray, shape, port, port_buffers: dict) -> np.ndarray:
         """Enqueue the copy of `blob`, an input of `stage` of (N, C, H, W) `shape`, into `port`'s buffer,
         converted by the host into the port's format and stream layout (values that saturated count
-        against the stage).  Returns the host array the copy reads, which must live until the queue
-        has run it."""
+        against the stage) -- or, a float blob where the fast variant has its layout kernel, copied as
+        it is and laid out on the device.  Returns the host array the copy reads, which must live
+        until the queue has run it.  `blob` may be the SegmentRun writing it (_hands_over): its output
+        buffer is then copied on the device, nothing converted."""
+        if isinstance(blob, SegmentRun):
+            last = self.codes[blob.segment.stages[-1].index].source_out
+            n = blob.outs[0].shape[0]
+            cl.enqueue_copy(queue, port_buffers[port.name], self._port_buffers(blob.segment, n)[last.name])
+            return None
         blob = blob.reshape((len(blob),) + tuple(shape[1:]))   # another rank as placement.as_4d has it
+        where = self.place_of[stage.index]
+        if where.layout_kernel is not None and isinstance(port.fmt, Float):
+            return self._enqueue_layout(where, queue, blob, port_buffers[port.name])
         stream, saturated = to_stream(blob, port.fmt, port.width)
         self.host_saturation[stage.index] += saturated
         cl.enqueue_copy(queue, port_buffers[port.name], stream, is_blocking=False)
