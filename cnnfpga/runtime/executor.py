@@ -498,9 +498,10 @@ class DeviceNet:
                 for stage in segment.stages if stage.sides}
 
     def _hands_over(self, run: "SegmentRun", stage, port) -> bool:
-        """Can `port` of `stage` read what `run` writes straight from the device's memory?  On one device
-        (several run batches at once, each thread its own), where the port wants that blob in the format
-        and word width it was written in, and not the passes of a stage reloading its weights."""
+        """Can `port` of `stage` read what `run` writes straight from the device's memory?  Where the port
+        wants that blob in the format and word width it was written in, the two segments share a device,
+        the run is not the passes of a stage reloading its weights, and the net runs on one device (on
+        several, chain_stream runs batches at once in threads of their own, which share the buffers)."""
         out = self.codes[run.segment.stages[-1].index].source_out
         return (len(self.places) == 1 and len(run.outs) == 1 and (port.fmt, port.width) == (out.fmt, out.width)
                 and self.place_of[run.segment.stages[0].index] is self.place_of[stage.index])
