@@ -7,6 +7,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 import pyopencl as cl
@@ -131,6 +132,7 @@ class DevicePlace:
     stage_queues: dict        # stage index -> its own queue (an FPGA platform runs a segment's stages at once)
     buffers: dict = field(default_factory=dict)
     layout_kernel: object = None   # the fast variant's input layout kernel
+    relayout_kernel: object = None  # kernels/relayout.cl, built when a segment first needs it
     # held while a segment is enqueued (its copy in, kernels, copy out together): batches in flight on
     # several devices at once (DeviceNet.forward_stream) never interleave in its shared buffers
     lock: object = field(default_factory=threading.Lock)
@@ -157,6 +159,15 @@ class DevicePlace:
             options.append("-cl-mad-enable")
         devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
         return build_program(self.context, devices, source, options, describe, bitstream, label)
+
+    def relayout(self):
+        """The kernel that moves a blob between two word widths on the device (kernels/relayout.cl)."""
+        if self.relayout_kernel is None:
+            source = resources.files("cnnfpga.kernels").joinpath("relayout.cl").read_text()
+            devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
+            program = build_program(self.context, devices, source, [], label="the runtime's re-layout kernel")
+            self.relayout_kernel = program.cnnfpga_relayout
+        return self.relayout_kernel
 
     def stats(self) -> np.ndarray:
         counts = np.empty(self.stats_buffer.size // 8, np.uint64)
@@ -499,12 +510,16 @@ class DeviceNet:
 
     def _hands_over(self, run: "SegmentRun", stage, port) -> bool:
         """Can `port` of `stage` read what `run` writes straight from the device's memory?  Where the port
-        wants that blob in the format and word width it was written in, the two segments share a device,
-        the run is not the passes of a stage reloading its weights, and the net runs on one device (on
-        several, chain_stream runs batches at once in threads of their own, which share the buffers)."""
+        wants that blob in the format it was written in -- in words of the same width, or of another where
+        a kernel can lay it out again (not on an FPGA platform: there only the design's kernels run) --,
+        the two segments share a device, the run is not the passes of a stage reloading its weights, and
+        the net runs on one device (on several, chain_stream runs batches at once in threads of their
+        own, which share the buffers)."""
         out = self.codes[run.segment.stages[-1].index].source_out
-        return (len(self.places) == 1 and len(run.outs) == 1 and (port.fmt, port.width) == (out.fmt, out.width)
-                and self.place_of[run.segment.stages[0].index] is self.place_of[stage.index])
+        where = self.place_of[stage.index]
+        return (len(self.places) == 1 and len(run.outs) == 1 and port.fmt == out.fmt
+                and (port.width == out.width or not where.fpga)
+                and self.place_of[run.segment.stages[0].index] is where)
 
     def _finish(self, values: dict) -> dict:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
@@ -619,9 +634,17 @@ class DeviceNet:
         until the queue has run it.  `blob` may be the SegmentRun writing it (_hands_over): its output
         buffer is then copied on the device, nothing converted."""
         if isinstance(blob, SegmentRun):
-            last = self.codes[blob.segment.stages[-1].index].source_out
-            n = blob.outs[0].shape[0]
-            cl.enqueue_copy(queue, port_buffers[port.name], self._port_buffers(blob.segment, n)[last.name])
+            out = self.codes[blob.segment.stages[-1].index].source_out
+            n, h, w, _ = blob.outs[0].shape
+            written = self._port_buffers(blob.segment, n)[out.name]
+            if port.width == out.width:
+                cl.enqueue_copy(queue, port_buffers[port.name], written)
+            else:
+                c = shape[1]
+                kernel = self.place_of[stage.index].relayout()
+                kernel.set_args(written, port_buffers[port.name], np.int32(c), np.int32(padded(c, out.width)),
+                                np.int32(padded(c, port.width)), np.int32(storage_dtype(port.fmt).itemsize))
+                cl.enqueue_nd_range_kernel(queue, kernel, (n * h * w, padded(c, port.width)), None)
             return None
         blob = blob.reshape((len(blob),) + tuple(shape[1:]))   # another rank as placement.as_4d has it
         where = self.place_of[stage.index]
