@@ -78,8 +78,8 @@ class Group:
 def layer_groups(graph) -> list:
     """The groups of ``graph``'s device layers, in the net's order.
 
-    Readers of one device-written blob (either operand of a sum) must want one format
-    (resolve_precision refuses otherwise), so they share a group; a ReLU, Pooling or sum joins the
+    Readers of one device-written blob (any input of a sum or a concat) must want one format
+    (resolve_precision refuses otherwise), so they share a group; a ReLU, Pooling, sum or concat joins the
     layers that read it; one that feeds no Convolution or LRN joins the layer that feeds it. What
     is left (a ReLU between two inner products) stays float: it has no multiplier to narrow.
     """
@@ -88,7 +88,7 @@ def layer_groups(graph) -> list:
     writer = {key: k for k, (_, _, outputs) in enumerate(nodes) for key in outputs}
     readers = {}
     for k in device:
-        for key in nodes[k][1]:      # both operands of a sum
+        for key in nodes[k][1]:      # every input of a sum or a concat
             readers.setdefault(key, []).append(k)
     parent = {k: k for k in device}
 
