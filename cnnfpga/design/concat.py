@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..precision import Fixed, storage_bits
 from .cost import CONVERT_LOGIC, DDR_PORT_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC
-from .stage import Resources, Schedule, padded, refuse
+from .stage import Resources, Schedule, padded, refuse, refuse_unless_as_wide, side_bytes
 
 MUX_BITS_PER_LOGIC = 4     # an input bit of a multiplexer per logic unit, about (a 6-input LUT: a 4:1 mux)
 
@@ -34,8 +34,7 @@ def words_per_pixel(stage, width: int) -> list:
 
 
 def check(stage, design) -> None:
-    if design.width_in < 1 or design.width_out != design.width_in:
-        refuse(stage, f"a concat stage writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+    refuse_unless_as_wide(stage, design, "a concat stage")
     uneven = [c for c in input_channels(stage)[:-1] if c % design.width_in]
     if uneven:
         refuse(stage, f"a concat's words hold one input's channels each: the width {design.width_in} must divide "
@@ -65,12 +64,6 @@ def onchip(stage, design, sched: Schedule) -> list:
 
 def arrays(stage, design) -> tuple:
     return [], 0
-
-
-def side_bytes(stage, design) -> int:
-    """Bytes of the inputs read from DDR per image, in words of the stage's width."""
-    return sum(h * w * padded(c, design.width_in) * storage_bits(fmt) // 8
-               for (_, c, h, w), fmt in zip(stage.side_shapes, stage.precision.sides))
 
 
 def resources(stage, design, sched: Schedule, board) -> Resources:

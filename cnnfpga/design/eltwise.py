@@ -2,16 +2,15 @@
 stage's side blob, ResNet's shortcut) read from DDR a word at a time alongside it."""
 from __future__ import annotations
 
-from ..precision import Fixed, storage_bits
+from ..precision import Fixed
 from . import relu
 from .cost import DDR_PORT_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC, adder_logic, float_adds_cost
 from .pool import lane_conversion_logic
-from .stage import Resources, Schedule, padded, refuse
+from .stage import Resources, Schedule, refuse_unless_as_wide, side_bytes
 
 
 def check(stage, design) -> None:
-    if design.width_in < 1 or design.width_out != design.width_in:
-        refuse(stage, f"a sum stage writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+    refuse_unless_as_wide(stage, design, "a sum stage")
 
 
 def schedule(stage, design) -> Schedule:
@@ -44,12 +43,6 @@ def onchip(stage, design, sched: Schedule) -> list:
 
 def arrays(stage, design) -> tuple:
     return [], 0
-
-
-def side_bytes(stage, design) -> int:
-    """Bytes of the side blob read from DDR per image, in words of the stage's width."""
-    _, c, h, w = stage.in_shape
-    return h * w * padded(c, design.width_in) * storage_bits(stage.precision.sides[0]) // 8
 
 
 def resources(stage, design, sched: Schedule, board) -> Resources:

@@ -10,7 +10,7 @@ from ..precision import Fixed, storage_bits, storage_dtype
 from .cost import (DDR_PORT_LOGIC, FLOAT_DIVIDE_LOGIC, FLOAT_SQRT_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC,
                    TABLE_INDEX_LOGIC, adder_logic, array_cost, float_adds_cost, multiplier_cost, sum_bits, tree_adders)
 from .pool import lane_conversion_logic, window_constants, words_per_pixel
-from .stage import OnChip, Resources, Schedule, ceil_div, padded, refuse
+from .stage import OnChip, Resources, Schedule, ceil_div, padded, refuse, refuse_unless_as_wide
 from .window import WindowGeometry, window_schedule
 
 
@@ -24,8 +24,9 @@ def table_length(stage) -> int:
 
 
 def check(stage, design) -> None:
-    if design.width_in < 1 or design.width_out != design.width_in or design.load_width < 1:
-        refuse(stage, f"an LRN stage writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+    refuse_unless_as_wide(stage, design, "an LRN stage")
+    if design.load_width < 1:
+        refuse(stage, f"the load width must be positive, got {design.load_width}")
 
 
 def schedule(stage, design) -> Schedule:

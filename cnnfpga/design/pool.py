@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..precision import Fixed, storage_bits, storage_dtype
 from .cost import (CONVERT_LOGIC, FIXED_DIVIDE_LOGIC, FLOAT_DIVIDE_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC,
                    adder_logic, array_cost, float_adds_cost, sum_bits, tree_adders)
-from .stage import OnChip, Resources, Schedule, padded, refuse
+from .stage import OnChip, Resources, Schedule, padded, refuse_unless_as_wide
 from .window import WindowGeometry, window_schedule
 
 
@@ -15,8 +15,7 @@ def words_per_pixel(stage, design) -> int:
 
 
 def check(stage, design) -> None:
-    if design.width_in < 1 or design.width_out != design.width_in:
-        refuse(stage, f"a pooling stage writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+    refuse_unless_as_wide(stage, design, "a pooling stage")
 
 
 def schedule(stage, design) -> Schedule:

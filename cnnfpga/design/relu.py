@@ -4,12 +4,11 @@ from __future__ import annotations
 from ..precision import Fixed
 from .cost import REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC, adder_logic, multiplier_cost
 from .pool import lane_conversion_logic
-from .stage import Resources, Schedule, padded, refuse
+from .stage import Resources, Schedule, padded, refuse_unless_as_wide
 
 
 def check(stage, design) -> None:
-    if design.width_in < 1 or design.width_out != design.width_in:
-        refuse(stage, f"a ReLU stage writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+    refuse_unless_as_wide(stage, design, "a ReLU stage")
 
 
 def schedule(stage, design) -> Schedule:

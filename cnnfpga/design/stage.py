@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DesignError
+from ..precision import storage_bits
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,17 @@ def power_of_two_at_least(n: int) -> int:
 
 def refuse(stage, message: str):
     raise DesignError(f"{stage.layer.where}: {message}")
+
+
+def refuse_unless_as_wide(stage, design, what: str) -> None:
+    """The check of every stage kind whose words are as wide out as in (all but a convolution); `what`
+    names the stage in the message ("a ReLU stage")."""
+    if design.width_in < 1 or design.width_out != design.width_in:
+        refuse(stage, f"{what} writes words as wide as it reads (in {design.width_in}, out {design.width_out})")
+
+
+def side_bytes(stage, design) -> int:
+    """Bytes of a sum's or a concat's inputs read from DDR per image, each in its own format, in words
+    of the stage's width."""
+    return sum(h * w * padded(c, design.width_in) * storage_bits(fmt) // 8
+               for (_, c, h, w), fmt in zip(stage.side_shapes, stage.precision.sides))
