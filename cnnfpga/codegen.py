@@ -143,14 +143,21 @@ def value_macros(stage: Stage, port_in: Port, port_out: Port) -> dict:
         acc_frac = accumulator_frac(stage)
         d["ACC_FRAC"] = acc_frac
         if isinstance(fout, Fixed):
-            if abs(acc_frac - fout.frac_bits) > MAX_SHIFT:
-                raise PrecisionError(f"{stage.layer.where}: rescaling from {acc_frac} to {fout.frac_bits} fractional "
-                                     f"bits needs a {abs(acc_frac - fout.frac_bits)}-bit shift (at most {MAX_SHIFT}); "
-                                     f"choose closer formats")
+            rescaling_shift(stage, acc_frac, fout)
             d["CONVERT_OUT"] = Function("a, saturated", "((int)fx_requantize((a), ACC_FRAC - OUT_FRAC, QMIN, QMAX, (saturated)))")
         else:
             d["CONVERT_OUT"] = Function("a, saturated", "ldexp(convert_float(a), -(ACC_FRAC))")
     return d
+
+
+def rescaling_shift(stage: Stage, from_frac: int, fout: Fixed) -> int:
+    """The right shift (negative: left) from `from_frac` fractional bits to `fout`'s, refused past
+    MAX_SHIFT as precision.requantize refuses it."""
+    shift = from_frac - fout.frac_bits
+    if abs(shift) > MAX_SHIFT:
+        raise PrecisionError(f"{stage.layer.where}: rescaling from {from_frac} to {fout.frac_bits} fractional bits "
+                             f"needs a {abs(shift)}-bit shift (at most {MAX_SHIFT}); choose closer formats")
+    return shift
 
 
 def accumulator_frac(stage: Stage) -> int:
@@ -254,10 +261,7 @@ def concat_copy(code: StageCode) -> Function:
         if port.fmt == out_fmt:
             converted = value
         elif isinstance(port.fmt, Fixed) and isinstance(out_fmt, Fixed):
-            shift = port.fmt.frac_bits - out_fmt.frac_bits
-            if abs(shift) > MAX_SHIFT:
-                raise PrecisionError(f"{stage.layer.where}: rescaling from {port.fmt} to {out_fmt} needs a {abs(shift)}-bit "
-                                     f"shift (at most {MAX_SHIFT}); choose closer formats")
+            shift = rescaling_shift(stage, port.fmt.frac_bits, out_fmt)
             converted = f"fx_requantize({value}, {shift}, QMIN, QMAX, &saturated)"
         elif isinstance(port.fmt, Fixed):
             converted = f"ldexp(convert_float({value}), -({port.fmt.frac_bits}))"
