@@ -157,15 +157,18 @@ class DevicePlace:
             options += ["-D", "CNNFPGA_COUNT_CYCLES"]
         if variant == "fast":
             options.append("-cl-mad-enable")
-        devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
-        return build_program(self.context, devices, source, options, describe, bitstream, label)
+        return build_program(self.context, self.devices, source, options, describe, bitstream, label)
+
+    @property
+    def devices(self) -> list:
+        """The device and the sub-device of all its cores but one (streams): a program is built for both."""
+        return [self.device] + ([self.sub_device] if self.sub_device is not None else [])
 
     def relayout(self):
         """The kernel that moves a blob between two word widths on the device (kernels/relayout.cl)."""
         if self.relayout_kernel is None:
             source = resources.files("cnnfpga.kernels").joinpath("relayout.cl").read_text()
-            devices = [self.device] + ([self.sub_device] if self.sub_device is not None else [])
-            program = build_program(self.context, devices, source, [], label="the runtime's re-layout kernel")
+            program = build_program(self.context, self.devices, source, [], label="the runtime's re-layout kernel")
             self.relayout_kernel = program.cnnfpga_relayout
         return self.relayout_kernel
 
@@ -225,8 +228,9 @@ class DeviceNet:
         else:
             stats = calibration_statistics(graph, calibration)
             self.plan = place(graph, precision, stats)
-            if variant == "fast" and fast.narrow_concats(self.plan):
-                self.plan = place(graph, precision, stats, host_layers=fast.narrow_concats(self.plan))
+            narrow = fast.narrow_concats(self.plan) if variant == "fast" else {}
+            if narrow:
+                self.plan = place(graph, precision, stats, host_layers=narrow)
             design = default_design(self.plan, parallelism, variant)
         self.design = design
         selectors = list(device) if isinstance(device, (list, tuple)) else [device]
