@@ -131,6 +131,32 @@ def assert_bit_exact(net, got: dict, golden) -> None:
     assert {name: counts[name] for name in checked} == {name: golden.saturation[name] for name in checked}
 
 
+def assert_emulator_runs_as_pocl(graph, design, x: dict) -> None:
+    """`design` on Intel's FPGA emulator -- its real channel source, every stage of a segment at once,
+    blocking on its channels -- gives PoCL's outputs bit for bit."""
+    import numpy as np
+
+    from cnnfpga.runtime import DeviceNet
+    device = require_emulator()
+    want = DeviceNet(graph, design=design).forward(x)
+    net = DeviceNet(graph, design=design, device=device)
+    assert net.places[0].fpga
+    got = net.forward(x)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def assert_stored_and_loaded_as_it_was(design, graph, net_path, folder) -> None:
+    """`design`, saved in `folder` for the net at `net_path` and loaded again: the same formats and the
+    same kernel sources."""
+    from cnnfpga.codegen import program_sources
+    from cnnfpga.design.store import load_design, save_design
+    save_design(design, folder, net_path)
+    loaded = load_design(folder, graph)
+    assert loaded.plan.precisions == design.plan.precisions
+    assert program_sources(loaded) == program_sources(design)
+
+
 def run_design(*args):
     """`python -m cnnfpga.design ARGS`, output captured."""
     return subprocess.run([sys.executable, "-m", "cnnfpga.design", *args], capture_output=True, text=True,

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 
 from cnnfpga import reference
-from cnnfpga.codegen import program_sources
 from cnnfpga.design import default_design
 from cnnfpga.design.balance import balance
 from cnnfpga.design.boards import load_board
 from cnnfpga.design.model import evaluate
-from cnnfpga.design.store import load_design, save_design
 from cnnfpga.design.verify import verify
 from cnnfpga.errors import DesignError
 from cnnfpga.fixed_reference import concat_channels
@@ -19,7 +17,7 @@ from cnnfpga.placement import HostStep, place
 from cnnfpga.precision import Fixed, Float, Half, calibrate
 from cnnfpga.runtime import DeviceNet
 
-from conftest import filler_graph, require_emulator, shared_path
+from conftest import assert_emulator_runs_as_pocl, assert_stored_and_loaded_as_it_was, filler_graph, shared_path
 
 # an inception-like module (three branches of conv0's output joined by cat1, which streams its last
 # input, the pool branch), then a fire-like one (squeeze, two expands joined by cat2, which streams
@@ -177,11 +175,7 @@ def test_the_fast_variant_runs_concats_whose_inputs_fill_its_words(modules):
 def test_a_design_with_concats_is_stored_and_loaded_as_it_was(modules, stats, tmp_path):
     path = tmp_path / "modules.prototxt"
     path.write_text(MODULES)
-    design = default_design(place(modules, "fixed16", stats))
-    save_design(design, tmp_path, path)
-    loaded = load_design(tmp_path, modules)
-    assert loaded.plan.precisions == design.plan.precisions
-    assert program_sources(loaded) == program_sources(design)
+    assert_stored_and_loaded_as_it_was(default_design(place(modules, "fixed16", stats)), modules, path, tmp_path)
 
 
 def test_a_concat_along_another_axis_stays_on_the_host(tmp_path):
@@ -206,13 +200,5 @@ def test_inception_and_fire_modules_end_in_a_device_concat(net, before, after):
 
 @pytest.mark.parametrize("precision", ["float", "fixed16"])
 def test_concats_run_on_intels_emulator_as_on_pocl(modules, stats, precision):
-    """The real channel source (every stage of a segment at once, blocking on its channels), the
-    concats reading their other inputs from global buffers beside the stream."""
-    device = require_emulator()
-    design = default_design(place(modules, precision, stats))
-    want = DeviceNet(modules, design=design).forward(image())
-    net = DeviceNet(modules, design=design, device=device)
-    assert net.places[0].fpga
-    got = net.forward(image())
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name])
+    """The concats read their other inputs from global buffers beside the stream."""
+    assert_emulator_runs_as_pocl(modules, default_design(place(modules, precision, stats)), image())

@@ -9,9 +9,8 @@ from cnnfpga.design import default_design
 from cnnfpga.design.balance import balance
 from cnnfpga.design.boards import load_board
 from cnnfpga.design.model import evaluate
-from cnnfpga.design.store import load_design, save_design
 from cnnfpga.design.verify import verify
-from cnnfpga.codegen import generate, program_sources
+from cnnfpga.codegen import generate
 from cnnfpga.errors import PrecisionError
 from cnnfpga.fixed_reference import eltwise_sum, forward_fixed
 from cnnfpga.placement import FLOAT, HostStep, cut_at, place
@@ -20,7 +19,7 @@ from cnnfpga.quantize import layer_groups
 from cnnfpga import reference
 from cnnfpga.runtime import DeviceNet
 
-from conftest import filler_graph, require_emulator, shared_path
+from conftest import assert_emulator_runs_as_pocl, assert_stored_and_loaded_as_it_was, filler_graph, shared_path
 
 # two residual blocks: a projection shortcut (sum1's operands both end segments; it streams its second,
 # b, the later one), an identity one (sum2 streams d and reads sum1, which c reads too), then a sum of
@@ -168,11 +167,7 @@ def test_the_fast_variant_runs_sums(residual):
 def test_a_design_with_sums_is_stored_and_loaded_as_it_was(residual, stats, tmp_path):
     path = tmp_path / "residual.prototxt"
     path.write_text(RESIDUAL)
-    design = default_design(place(residual, "fixed16", stats))
-    save_design(design, tmp_path, path)
-    loaded = load_design(tmp_path, residual)
-    assert loaded.plan.precisions == design.plan.precisions
-    assert program_sources(loaded) == program_sources(design)
+    assert_stored_and_loaded_as_it_was(default_design(place(residual, "fixed16", stats)), residual, path, tmp_path)
 
 
 def test_both_operands_of_a_sum_share_a_quantisation_group(residual):
@@ -197,14 +192,6 @@ def test_resnet50_runs_as_21_segments_with_no_sum_on_the_host():
 
 @pytest.mark.parametrize("precision", ["float", "fixed16"])
 def test_sums_run_on_intels_emulator_as_on_pocl(residual, stats, precision):
-    """The real channel source (every stage of a segment at once, blocking on its channels), the sums
-    reading their second operand from a global buffer beside the stream."""
-    device = require_emulator()
+    """The sums read their second operand from a global buffer beside the stream."""
     x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
-    design = default_design(place(residual, precision, stats))
-    want = DeviceNet(residual, design=design).forward(x)
-    net = DeviceNet(residual, design=design, device=device)
-    assert net.places[0].fpga
-    got = net.forward(x)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name])
+    assert_emulator_runs_as_pocl(residual, default_design(place(residual, precision, stats)), x)
