@@ -36,11 +36,11 @@ def main():
     taken = []
     hands_over = DeviceNet._hands_over
 
-    def counted(self, run, stage, port):
-        taken.append(hands_over(self, run, stage, port))
+    def counted(self, run, key, stage, port):
+        taken.append(hands_over(self, run, key, stage, port))
         return taken[-1]
 
-    modes = {"device memory": counted, "through the host": lambda self, run, stage, port: False}
+    modes = {"device memory": counted, "through the host": lambda self, run, key, stage, port: False}
     DeviceNet._hands_over = counted
     want = net.forward(x)
     print(f"{args.net}: {len(net.plan.segments)} segments; inputs read from other segments: {sum(taken)} from device "

@@ -25,6 +25,7 @@ from .device_constants import ALIGNED_BITS, FACTOR_FRAC, LEAKY_SLOPE_FRAC, LRN_M
 from .errors import PrecisionError
 from .csource import Function, c_float, define, inverse_power
 from .placement import Plan, Stage
+from .design.streams import channels
 from .precision import MAX_SHIFT, Fixed, Half, storage_bits
 
 VARIANTS = ("fpga", "fast")
@@ -57,10 +58,13 @@ class Port:
     fmt: object          # the format of the values it carries
     width: int           # values per word
     channel: bool        # True: a channel between two stages; False: a DDR buffer
+    # the C type of a word: every port carrying one stage's output shares the stage's, so that the word
+    # it makes is written to all of them; a DDR input has one of its own
+    stream: str = None
 
     @property
     def word(self) -> str:
-        return f"word_{self.name}"
+        return f"word_{self.stream or self.name}"
 
     def typedef(self) -> str:
         return f"typedef struct {{ {storage_type(self.fmt)} value[{self.width}]; }} {self.word};"
@@ -85,15 +89,25 @@ class StageCode:
     stage: Stage
     kernel: str          # kernel function name
     source_in: Port
-    source_out: Port
+    outs: list           # where it writes each word: a channel per reader in its segment, DDR for a sink
     first_line: int      # 1-based lines of this stage's part of the source
     last_line: int
-    sides: list = ()     # the other inputs of a sum or a concat, read from DDR (Stage.sides' order)
+    sides: list = ()     # the other inputs of a sum or a concat (Stage.sides' order): channels or DDR
     ndrange: tuple = None    # fast conv: (channels per block, blocks, pixels per work-item); None: a task
     winograd: tuple = None   # a fast conv as Winograd F(2x2, r x r): (tiles per image, tiles per work-item,
                              # transform positions WA*WA); ndrange's pixels per work-item are then tiles
     per_pixel: bool = False  # fast LRN: one work-item per output pixel
     fast_pool: bool = False  # fast pooling: one work-item per output pixel as well
+
+    @property
+    def ports(self) -> list:
+        """Every port, in the kernel's argument order: the streamed input, the outputs, the other inputs."""
+        return [self.source_in, *self.outs, *self.sides]
+
+    @property
+    def sink(self):
+        """The DDR output port (None: the stage writes channels only)."""
+        return next((port for port in self.outs if not port.channel), None)
 
     @property
     def pixel_kernel(self) -> bool:
@@ -240,11 +254,34 @@ def kind_macros(stage: Stage) -> dict:
 
 # ---------------------------------------------------------------------------------------- ports
 
-def side_ports(stage, design) -> list:
-    """The other inputs of a sum or a concat: DDR buffers, each in its own format, words as wide as the
-    streamed input's."""
-    return [Port(f"mem_side_{stage.index}_{k}", fmt, design.of(stage).width_in, False)
-            for k, fmt in enumerate(stage.precision.sides)]
+def input_ports(segment, stage, design) -> list:
+    """A stage's inputs in the layer's order: channels from the stages of the segment writing them (named
+    as the design names them), DDR buffers for the others; each in its own format, words as wide as
+    the stage reads."""
+    names = {(consumer.index, position): name for name, _, consumer, position in channels(segment)}
+    formats = list(stage.precision.sides)
+    formats.insert(stage.streamed, stage.precision.inputs)
+    width = design.of(stage).width_in
+    ports = []
+    for position, (fmt, ddr) in enumerate(zip(formats, stage.from_ddr)):
+        if ddr:
+            name = f"mem_in_{stage.index}" if position == stage.streamed else f"mem_side_{stage.index}_{position}"
+            ports.append(Port(name, fmt, width, False))
+        else:
+            producer = segment.producer(stage.inputs[position])
+            ports.append(Port(names[(stage.index, position)], fmt, width, True, f"stage{producer.index}"))
+    return ports
+
+
+def output_ports(segment, stage, design) -> list:
+    """Where a stage writes: a channel to each reader in its segment, and DDR where the segment writes
+    its output (a sink)."""
+    fmt, width = stage.precision.outputs, design.of(stage).width_out
+    stream = f"stage{stage.index}"
+    ports = [Port(name, fmt, width, True, stream) for name, producer, _, _ in channels(segment) if producer is stage]
+    if stage.output in segment.sinks:
+        ports.append(Port(f"mem_out_{stage.index}", fmt, width, False, stream))
+    return ports
 
 
 def concat_copy(code: StageCode) -> Function:
@@ -272,42 +309,28 @@ def concat_copy(code: StageCode) -> Function:
     return Function("j, out", " else ".join(branches))
 
 
-def ports(segment, k: int, design) -> tuple:
-    stages = segment.stages
-    stage = stages[k]
-    sd = design.of(stage)
-    if k == 0:
-        source_in = Port(f"mem_in_{stage.index}", stage.precision.inputs, sd.width_in, False)
-    else:
-        source_in = Port(f"ch_{stages[k - 1].index}_{stage.index}", stage.precision.inputs, sd.width_in, True)
-    if k == len(stages) - 1:
-        source_out = Port(f"mem_out_{stage.index}", stage.precision.outputs, sd.width_out, False)
-    else:
-        source_out = Port(f"ch_{stage.index}_{stages[k + 1].index}", stage.precision.outputs, sd.width_out, True)
-    return source_in, source_out
-
-
 def fpga_stage(code: StageCode, design) -> tuple:
     """(constants, template text) of a stage on the FPGA templates."""
     stage = code.stage
     sd = design.of(stage)
     module = kind(stage)
     constants = dict(module.constants(stage, sd, design.schedule(stage)))
-    constants.update(value_macros(stage, code.source_in, code.source_out))
+    constants.update(value_macros(stage, code.source_in, code.outs[0]))
     constants.update(kind_macros(stage))
     template = kernel_text(module.template(stage, sd))
     if stage.kind == "conv":
         template = kernel_text("conv_math.cl") + "\n" + template
-    params = f"{code.source_in.param('IN')} {code.source_out.param('OUT')}"
-    params += "".join(f" {port.param('IN')}" for port in code.sides)
+    params = " ".join([code.source_in.param("IN"), *(port.param("OUT") for port in code.outs),
+                       *(port.param("IN") for port in code.sides)])
     if stage.kind == "eltwise":
         side = code.sides[0]
         constants.update(SIDE_WORD=side.word, READ_SIDE=Function("", side.read()),
                          SIDE_VALUE=Function("w, l", READERS[tag(side.fmt)][0]))
     if stage.kind == "concat":
         constants["COPY_WORD"] = concat_copy(code)
+    # a forked stream: every word written to each reader's channel (and DDR) in the same iteration
     constants.update(STAGE_PARAMS=params, READ_IN=Function("", code.source_in.read()),
-                     WRITE_OUT=Function("w", code.source_out.write()))
+                     WRITE_OUT=Function("w", "(" + ", ".join(port.write() for port in code.outs) + ")"))
     return constants, template
 
 
@@ -351,10 +374,11 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         lines += kernel_text("layout_fast.cl").splitlines()
     codes = []
     for segment in plan.segments:
-        for k, stage in enumerate(segment.stages):
-            source_in, source_out = ports(segment, k, design)
-            code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", source_in, source_out, 0, 0,
-                             side_ports(stage, design))
+        for stage in segment.stages:
+            inputs = input_ports(segment, stage, design)
+            code = StageCode(stage, f"stage{stage.index}_{identifier(stage.name)}", inputs[stage.streamed],
+                             output_ports(segment, stage, design), 0, 0,
+                             inputs[:stage.streamed] + inputs[stage.streamed + 1:])
             if variant == "fast":
                 code.per_pixel = fast.uses_fast_lrn(stage)
                 code.fast_pool = fast.uses_fast_pool(stage)
@@ -362,9 +386,9 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
             codes.append(code)
     ports_seen = {}
     for code in codes:
-        for port in (code.source_in, code.source_out, *code.sides):
+        for port in code.ports:
             ports_seen.setdefault(port.name, port)
-    lines += [port.typedef() for port in ports_seen.values()]
+    lines += list(dict.fromkeys(port.typedef() for port in ports_seen.values()))
     lines += [f"CHANNEL({port.word}, {port.name}, {design.channel_depths[port.name]})"
               for port in ports_seen.values() if port.channel]
     for code in codes:
@@ -374,7 +398,7 @@ def generate(plan: Plan, design, inject: dict = None, variant: str = "fpga") -> 
         lines.append(f"/* ---- stage {stage.index}: {stage.name} ({stage.layer.type}{fused}), "
                      f"{design.of(stage).describe()} ---- */")
         constants, template = fast_stage(code) if code.fast else fpga_stage(code, design)
-        cursors = [port.cursor() for port in (code.source_in, code.source_out, *code.sides)]
+        cursors = [port.cursor() for port in code.ports]
         constants.update(STAGE_KERNEL=code.kernel, SAT_SLOT=stage.index, STAGE_CURSORS=" ".join(cursors))
         lines += [define(name, value) for name, value in constants.items()]
         if inject and stage.index in inject:

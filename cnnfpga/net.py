@@ -144,7 +144,8 @@ class Net:
         self.design_dir = design
         self.device_options = dict(device=device, precision=precision, bitstream=bitstream, variant=variant,
                                    prune_threshold=prune_threshold, parallelism=parallelism, host_threads=host_threads,
-                                   calibration=calibration, stall_seconds=stall_seconds, count_cycles=count_cycles)
+                                   calibration=calibration, stall_seconds=stall_seconds, count_cycles=count_cycles,
+                                   keep=())
         self.params = OrderedDict((layer.name, [Blob(b) for b in layer.blobs]) for layer in self.graph.layers
                                   if layer.blobs)
         self._attach(self.graph)
@@ -214,7 +215,8 @@ class Net:
                                    f"source each: use opencl_sources()")
             return sources["design.cl"]
         options = self.device_options
-        plan = place(self.graph, options["precision"], calibration_statistics(self.graph, options["calibration"]))
+        plan = place(self.graph, options["precision"], calibration_statistics(self.graph, options["calibration"]),
+                     keep=options["keep"])
         return codegen.generate(plan, default_design(plan, options["parallelism"])).source
 
     def opencl_sources(self) -> dict:
@@ -241,9 +243,27 @@ class Net:
         return design
 
     # -- running -----------------------------------------------------------------------------------
+    def _keep(self, blobs: list) -> None:
+        """Blobs forward(blobs=...) asks for that stream between the stages of a device segment, never in
+        memory: the executor is built again writing them out as well (DeviceNet's keep=).  A stored
+        design's segments write what they were designed to write."""
+        plan = self.executor.plan
+        streamed = {stage.output for stage in plan.stages} - {key for s in plan.segments for key in s.sinks}
+        wanted = [name for name in blobs if plan.final_keys.get(name) in streamed]
+        if wanted and self.design_dir is not None:
+            raise InputError(f"{os.path.basename(self.net_file)}: '{wanted[0]}' streams between device stages of the "
+                             f"design in {self.design_dir} and is never written to memory; run without design= "
+                             f"to read it")
+        if wanted:
+            self.device_options["keep"] = sorted(set(self.device_options["keep"]) | set(wanted))
+            self._executor = None
+
     def forward(self, blobs=None, **inputs) -> dict:
         """Run the net. Inputs come from keyword arguments (name=array) or from `net.blobs[name].data`.
-        Returns {output name: array}; every blob is then readable in `net.blobs`."""
+        Returns {output name: array} and the blobs named in `blobs`.  On the OpenCL backend `net.blobs`
+        then holds what the device wrote to memory and the host computed; a blob streaming between the
+        stages of a device segment stays as it was, unless named in `blobs` (the net is then built
+        again to write it out)."""
         unknown = [b for b in (blobs or []) if b not in self.blobs]
         if unknown:
             raise InputError(f"{os.path.basename(self.net_file)}: forward(blobs=...) names {unknown[0]!r}, which is "
@@ -263,6 +283,7 @@ class Net:
         self._follow_params()
         feed = {name: self.blobs[name].data for name in self.inputs}
         if self.backend == "opencl":
+            self._keep(blobs or [])
             results = self.executor.forward(feed)
             self._warn_of_saturation()
         else:

@@ -1,22 +1,26 @@
 """Placement: which layers stream through device stages, which run on the host CPU.
 
-A Plan is a list of steps in topological order.  A step is either a Segment -- a chain of device
-stages that reads one blob from DDR, streams it stage to stage through channels and writes one
-blob back -- or a HostStep, one layer run on the host (inner products through cnnfpga.host, every
-other unsupported layer through the numpy float reference).
+A Plan is a list of steps in topological order.  A step is either a Segment -- device stages
+streaming into one another through channels, a graph: it reads blobs from DDR, a stream read by
+several stages forks into a channel for each (an inception or fire module's branches, a residual
+block's shortcut), streams join again in a sum or a concat, and it writes back to DDR what a host
+layer, another segment or the net's outputs need -- or a HostStep, one layer run on the host (inner
+products through cnnfpga.host, every other unsupported layer through the numpy float reference).
 
 Rules:
 - Convolution, Pooling, LRN, ReLU, the sum of two blobs (Eltwise SUM) and Concat along the channels
   run on the device
   (``cnnfpga.layers.runs_on_device``).  BatchNorm and Scale directly after a convolution are folded
   into its weights first (``fold_batch_norms``: the plan, its precisions and the fixed-point golden
-  model all see the folded graph); a ReLU directly after a convolution or a sum is fused into that
-  stage (applied before the write).
-- A stage joins the segment of its producer when it is the only reader of that blob; otherwise
-  the blob is written to DDR and every reader starts from there (branches, shortcuts, concats).
-- A sum or a channel Concat streams one input -- the one whose segment comes last in the plan, so
-  that the others are written by then -- and reads the others (its `sides` blobs) from DDR, each
-  through a port of its own.
+  model all see the folded graph); a ReLU that is the only reader of a convolution's or a sum's
+  output is fused into that stage (applied before the write).
+- A device layer joins the latest segment writing one of its inputs or reading one from DDR, where it
+  reads what that segment writes in the formats it is written in and its other inputs were written
+  before that segment (they are read from DDR, each through a port of its own); else it starts a
+  segment.  So a
+  net's device layers form one segment between host layers, as long as the formats agree.
+- A sum or a concat streams one input -- the first its segment writes -- and reads the others (its
+  `sides`) through ports of their own, channels or DDR.
 - Blobs are tracked by version, so in-place layers (Caffe's `top == bottom` ReLU) work.
 
 How wide each stage is (parallelism, stream widths, weights on chip or from DDR) is the design's
@@ -46,7 +50,7 @@ class Stage:
     index: int
     kind: str                    # "conv" | "pool" | "lrn" | "relu" | "eltwise" | "concat"
     layer: object                # the graph Layer that gives the stage its name and geometry
-    in_shape: tuple              # (N, C, H, W)
+    in_shape: tuple              # (N, C, H, W) of the streamed input
     out_shape: tuple
     precision: LayerPrecision
     fused: list = field(default_factory=list)   # names of layers folded/fused into this stage
@@ -56,11 +60,14 @@ class Stage:
     # conv weights reloading (reload_filters): the stage computes its O filters in `passes` passes
     # of O / passes each, out_shape being one pass's; weights and bias stay all O filters'
     passes: int = 1
-    # a sum or a concat: the versioned keys of the inputs read from DDR, in the layer's order without
-    # the one that streams in, which is its bottom `streamed`; precision's `inputs` is the streamed
-    # input's format, `sides` the others'
-    sides: tuple = ()
+    # the versioned keys of the layer's bottoms in its order, and of what the stage writes (a fused
+    # ReLU's top); a sum or a concat streams its input `streamed` (precision's `inputs` is its format,
+    # `sides` the others' in order) and reads the others through ports of their own
+    inputs: tuple = ()
+    output: str = None
     streamed: int = 0
+    # per input: read from DDR (True) or streamed from the stage of its segment writing it (Segment.wire)
+    from_ddr: tuple = ()
 
     @property
     def name(self) -> str:
@@ -71,17 +78,67 @@ class Stage:
         return self.layer.spec
 
     @property
+    def source(self) -> str:
+        """The key of the streamed input."""
+        return self.inputs[self.streamed]
+
+    @property
+    def sides(self) -> tuple:
+        """The keys of the other inputs of a sum or a concat, in the layer's order."""
+        return tuple(key for k, key in enumerate(self.inputs) if k != self.streamed)
+
+    @property
+    def sides_from_ddr(self) -> tuple:
+        """Per side: read from DDR (True) or streamed from a stage of the segment."""
+        return tuple(ddr for k, ddr in enumerate(self.from_ddr) if k != self.streamed)
+
+    @property
     def side_shapes(self) -> list:
-        """The (N, C, H, W) of each input read from DDR, as `sides` lists them."""
+        """The (N, C, H, W) of each other input, as `sides` lists them."""
         return [as_4d(shape) for k, shape in enumerate(self.layer.in_shapes) if k != self.streamed]
 
 
 @dataclass
 class Segment:
-    """Stages streaming into one another; `source` is read from DDR, `sink` is written to DDR."""
+    """Device stages streaming into one another, a graph in topological order: a stage reads each input
+    from the stage of the segment writing it (a channel; a stream read by several stages forks into a
+    channel each), or from DDR where none does; `sinks` are the keys written to DDR (read by a host
+    layer or another segment, or outputs of the net)."""
     stages: list
-    source: str                  # versioned blob key
-    sink: str = None
+    sinks: list = field(default_factory=list)
+    cut: bool = False            # starts in the middle of another segment's streams (cut_at)
+
+    def producer(self, key: str):
+        """The stage of this segment writing `key` (None: it comes from DDR)."""
+        return next((stage for stage in self.stages if stage.output == key), None)
+
+    @property
+    def sources(self) -> list:
+        """The keys the segment reads from DDR, each once, in the order first read."""
+        keys = [key for stage in self.stages for key, ddr in zip(stage.inputs, stage.from_ddr) if ddr]
+        return list(dict.fromkeys(keys))
+
+    def edges(self) -> list:
+        """(producer, consumer, input position) of every channel of the segment, in stage order."""
+        return [(self.producer(key), stage, k) for stage in self.stages
+                for k, (key, ddr) in enumerate(zip(stage.inputs, stage.from_ddr)) if not ddr]
+
+    def readers(self, stage) -> list:
+        """(consumer, input position) of every channel `stage` writes."""
+        return [(consumer, k) for producer, consumer, k in self.edges() if producer is stage]
+
+    def sink_stages(self) -> list:
+        return [self.producer(key) for key in self.sinks]
+
+    def wired(self) -> "Segment":
+        """The segment with every stage's `from_ddr` saying which inputs no stage of it writes (stages
+        whose wiring changes are copies: plans share stages)."""
+        written = {stage.output for stage in self.stages}
+        stages = []
+        for stage in self.stages:
+            from_ddr = tuple(key not in written for key in stage.inputs)
+            stages.append(stage if from_ddr == stage.from_ddr else replace(stage, from_ddr=from_ddr))
+        return replace(self, stages=stages)
 
 
 @dataclass
@@ -117,15 +174,16 @@ class Plan:
         return replace(self, steps=[s for s in self.segments if s.stages[0].index in indices])
 
     def written_blobs(self) -> list:
-        """The Caffe blob each segment writes, where no later in-place host layer rewrites it."""
-        return [self.blob_names[s.sink] for s in self.segments if self.final_keys[self.blob_names[s.sink]] == s.sink]
+        """The Caffe blobs the segments write to DDR, where no later in-place host layer rewrites them."""
+        return [self.blob_names[key] for s in self.segments for key in s.sinks
+                if self.final_keys[self.blob_names[key]] == key]
 
     def host_fed_segments(self) -> list:
-        """Segments whose input a host layer wrote.  The host's float layers (an inner product's BLAS)
+        """Segments reading a blob a host layer wrote.  The host's float layers (an inner product's BLAS)
         sum in another order than the golden model, so such a segment may see a value on the other
         side of a rounding step: its outputs can differ from the golden model's by one step."""
         host_outputs = {key for step in self.steps if isinstance(step, HostStep) for key in step.outputs}
-        return [s for s in self.segments if s.source in host_outputs]
+        return [s for s in self.segments if host_outputs & set(s.sources)]
 
     def describe(self, parallelism=None) -> str:
         """A table: each layer, where it runs, its precision, its output shape; with
@@ -136,10 +194,10 @@ class Plan:
                 shape = step.layer.out_shapes[0] if step.layer.out_shapes else ()
                 rows.append((step.layer.name, step.layer.type, f"host ({step.reason})", "float", "-", str(list(shape))))
                 continue
-            for k, stage in enumerate(step.stages):
-                streams = "from DDR" if k == 0 else "streamed"
-                if stage.sides:
-                    streams += f", + {', '.join(self.blob_names[key] for key in stage.sides)} from DDR"
+            for stage in step.stages:
+                where = ["from DDR" if ddr else "streamed" for ddr in stage.from_ddr]
+                streams = ", ".join([where[stage.streamed]] + [f"+ {self.blob_names[key]} {where[k]}"
+                                                               for k, key in enumerate(stage.inputs) if k != stage.streamed])
                 parallel = parallelism(stage) if parallelism else "-"
                 label = precision_label(stage.precision, has_weights=stage.kind == "conv")
                 rows.append((stage.name, stage.layer.type, f"device stage {stage.index} ({streams})", label, parallel,
@@ -325,32 +383,30 @@ def can_fuse_relu(stage: Stage, relu, relu_precision: LayerPrecision) -> bool:
 
 # ------------------------------------------------------------------------------------- placement
 
-CUT = "@cut"    # in the key of a stream that cut_at sends through DDR
-
-
 def cut_at(plan: Plan, first_stages) -> Plan:
-    """`plan` with a segment starting at each device stage in `first_stages` (indices): where a
-    segment streamed into such a stage, its first part now writes the stream to DDR (the key
-    '<blob>@cut<index>', in the stream's format, so nothing is rounded) and the second part reads
-    it back.  A reconfiguration partition or the next board of a chain starts at such a stage."""
+    """`plan` with a segment starting at each device stage in `first_stages` (indices): every stream
+    from a stage before such a start to one after it is written to DDR by the first part (in the
+    stream's format, so nothing is rounded) and read back by the later part.  A reconfiguration
+    partition or the next board of a chain starts at such a stage; the later parts are marked `cut`
+    (they start in the middle of the streams of the segment they were part of)."""
     starts = set(first_stages)
-    steps, blob_names = [], dict(plan.blob_names)
+    steps = []
     for step in plan.steps:
-        if not isinstance(step, Segment):
+        if not isinstance(step, Segment) or not starts & {stage.index for stage in step.stages[1:]}:
             steps.append(step)
             continue
-        part = Segment([], step.source)
+        parts = [[]]
         for stage in step.stages:
-            if stage.index in starts and part.stages:
-                key = f"{part.stages[-1].layer.tops[0]}{CUT}{stage.index}"
-                blob_names[key] = part.stages[-1].layer.tops[0]
-                part.sink = key
-                steps.append(part)
-                part = Segment([], key)
-            part.stages.append(stage)
-        part.sink = step.sink
-        steps.append(part)
-    return replace(plan, steps=steps, blob_names=blob_names)
+            if stage.index in starts and parts[-1]:
+                parts.append([])
+            parts[-1].append(stage)
+        part_of = {stage.output: n for n, part in enumerate(parts) for stage in part}
+        crossing = {key for n, part in enumerate(parts) for stage in part for key in stage.inputs
+                    if part_of.get(key, n) < n}
+        for n, part in enumerate(parts):
+            sinks = [stage.output for stage in part if stage.output in step.sinks or stage.output in crossing]
+            steps.append(Segment(part, sinks, cut=step.cut or n > 0).wired())
+    return replace(plan, steps=steps)
 
 
 def reload_filters(plan: Plan, index: int, passes: int) -> Plan:
@@ -367,10 +423,10 @@ def reload_filters(plan: Plan, index: int, passes: int) -> Plan:
         raise ValueError(f"'{stage.name}' cannot compute its filters in {passes} passes")
     if passes == stage.passes:
         return plan
-    reloading = replace(stage, out_shape=(n, outputs // passes, h, w), passes=passes)
-    later = [s.index for s in plan.stages if s.index > index][:1]
-    plan = cut_at(plan, [index, *later])
-    steps = [replace(step, stages=[reloading if s is stage else s for s in step.stages])
+    order = [s.index for s in plan.stages]
+    plan = cut_at(plan, order[order.index(index):order.index(index) + 2])
+    steps = [replace(step, stages=[replace(s, out_shape=(n, outputs // passes, h, w), passes=passes)
+                                   if s.index == index else s for s in step.stages])
              if isinstance(step, Segment) else step for step in plan.steps]
     return replace(plan, steps=steps)
 
@@ -382,7 +438,7 @@ def filter_pass(stage: Stage, number: int) -> Stage:
     return replace(stage, weights=stage.weights[chosen], bias=stage.bias[chosen])
 
 
-def place(graph, precision="float", stats: dict = None, host_layers: Mapping = None) -> Plan:
+def place(graph, precision="float", stats: dict = None, host_layers: Mapping = None, keep=()) -> Plan:
     """Split `graph` into device segments and host steps.
 
     precision: a precision setting, resolved on the folded graph (fold_batch_norms) so that the
@@ -391,8 +447,14 @@ def place(graph, precision="float", stats: dict = None, host_layers: Mapping = N
     stats: calibration statistics ({blob: max |x|}) for fixed formats.
     host_layers: {layer name: why} of device layers the caller keeps on the host, in float (the fast
                  variant's concats whose inputs do not fill its words).
+    keep: names of blobs the segments write to DDR (their last versions) even where they stream only
+          between stages of one segment -- to read them back (DeviceNet's keep=).
     """
     graph, folded = fold_batch_norms(graph)
+    unknown = [name for name in keep if name not in graph.shapes]
+    if unknown:
+        raise ValueError(f"{graph.path}: keep= names '{unknown[0]}', which is not a blob of the net "
+                         f"(of the device's graph, BatchNorm and Scale folded into convolutions)")
     precisions = resolve_layer_precisions(graph, precision, stats)
     host_layers = dict(host_layers or {})
     precisions.update((name, FLOAT) for name in host_layers)
@@ -401,26 +463,29 @@ def place(graph, precision="float", stats: dict = None, host_layers: Mapping = N
     graph_outputs = {final[name] for name in graph.outputs}
 
     steps = []
-    open_segments = {}           # key a segment currently ends with -> segment
+    producer = {}                # key -> the device stage writing it
+    segment_of = {}              # key -> the segment of that stage
+    ddr_readers = {}             # key -> the segments reading it from DDR
     written_by = {}              # key -> the position in steps of the step that writes it
     stages_made = 0
 
-    def streamable(key: str) -> bool:
-        """Can the next layer read `key` straight from its producer's stream?"""
-        return key in open_segments and readers[key] == 1 and key not in graph_outputs
-
-    def streamed_input(inputs: list, lp: LayerPrecision) -> int:
-        """Which input of a sum or a concat streams in: one a segment ends with, in the format the layer
-        takes it in, whose segment comes after every other input's writer (which must have run by
-        then); of several, the latest segment.  0 when none can: the layer then starts a segment."""
-        choices = []
-        for k, fmt in enumerate([lp.inputs, *lp.sides]):
-            others = inputs[:k] + inputs[k + 1:]
-            if streamable(inputs[k]) and open_segments[inputs[k]].stages[-1].precision.outputs == fmt:
-                position = written_by[inputs[k]]
-                if all(written_by.get(other, -1) < position for other in others):
-                    choices.append((position, k))
-        return max(choices)[1] if choices else 0
+    def joinable(inputs: list, formats: list):
+        """The segment a device layer joins: the latest of those writing its inputs or reading them from
+        DDR, where it reads every input that segment writes in the format it is written in (a channel
+        carries one format) and every other input was written before that segment runs (it is in DDR
+        by then); None: none can."""
+        writers = [segment_of[key] for key in inputs if key in segment_of]
+        writers += [segment for key in inputs for segment in ddr_readers.get(key, ())]
+        if not writers:
+            return None
+        segment = max(writers, key=lambda s: written_by[s.stages[0].output])
+        for key, fmt in zip(inputs, formats):
+            if segment_of.get(key) is segment:
+                if producer[key].precision.outputs != fmt:
+                    return None
+            elif written_by.get(key, -1) >= written_by[segment.stages[0].output]:
+                return None
+        return segment
 
     for layer, inputs, outputs in nodes:
         lp = precisions[layer.name]
@@ -430,40 +495,49 @@ def place(graph, precision="float", stats: dict = None, host_layers: Mapping = N
             steps.append(HostStep(layer, inputs, outputs, reason))
             written_by.update((key, len(steps) - 1) for key in outputs)
             continue
-        streamed = streamed_input(inputs, lp) if len(inputs) > 1 else 0
-        sides = tuple(inputs[:streamed] + inputs[streamed + 1:])
+        sink = outputs[0]
+        # a ReLU reading the only use of a conv or sum stage's output becomes part of that stage
+        if layer.type == "ReLU" and inputs[0] in producer and readers[inputs[0]] == 1 and \
+                inputs[0] not in graph_outputs and can_fuse_relu(producer[inputs[0]], layer, lp):
+            stage = producer.pop(inputs[0])
+            stage.relu_slope = float(layer.spec.negative_slope)
+            stage.fused.append(layer.name)
+            stage.output = sink
+            producer[sink], segment_of[sink] = stage, segment_of.pop(inputs[0])
+            written_by[sink] = written_by[inputs[0]]
+            continue
+        formats = [lp.inputs, *lp.sides]
+        segment = joinable(inputs, formats)
+        # the streamed input: the first one its segment writes (0 in a segment of its own: all from DDR)
+        streamed = next((k for k, key in enumerate(inputs) if segment is not None and segment_of.get(key) is segment), 0)
         if streamed:             # another input than the first streams: the formats follow it
-            formats = [lp.inputs, *lp.sides]
             lp = replace(lp, inputs=formats[streamed], sides=tuple(formats[:streamed] + formats[streamed + 1:]))
-        source, sink = inputs[streamed], outputs[0]
-        # a ReLU right after a conv stage with nothing fused yet becomes part of that stage
-        if layer.type == "ReLU" and streamable(source):
-            last = open_segments[source].stages[-1]
-            if can_fuse_relu(last, layer, precisions[layer.name]):
-                last.relu_slope = float(layer.spec.negative_slope)
-                last.fused.append(layer.name)
-                segment = open_segments.pop(source)
-                segment.sink = sink
-                open_segments[sink] = segment
-                written_by[sink] = written_by[source]
-                continue
         stage = Stage(stages_made, STAGE_KIND[layer.type], layer, as_4d(layer.in_shapes[streamed]),
-                      as_4d(layer.out_shapes[0]), lp, sides=sides, streamed=streamed)
+                      as_4d(layer.out_shapes[0]), lp, inputs=tuple(inputs), output=sink, streamed=streamed)
         if stage.kind == "conv":
             stage.fused = list(folded.get(layer.name, []))
             if layer.blobs:          # a shapes-only graph plans without weights
                 stage.weights = layer.blobs[0]
                 stage.bias = layer.blobs[1] if layer.spec.bias_term else np.zeros(layer.spec.num_output, np.float32)
         stages_made += 1
-        if streamable(source) and open_segments[source].stages[-1].precision.outputs == lp.inputs and \
-                all(written_by.get(side, -1) < written_by[source] for side in sides):
-            segment = open_segments.pop(source)
-            segment.stages.append(stage)
-            written_by[sink] = written_by[source]
-        else:
-            segment = Segment([stage], source)
+        if segment is None:
+            segment = Segment([])
             steps.append(segment)
             written_by[sink] = len(steps) - 1
-        segment.sink = sink
-        open_segments[sink] = segment
+        else:
+            written_by[sink] = written_by[segment.stages[0].output]
+        segment.stages.append(stage)
+        producer[sink], segment_of[sink] = stage, segment
+        for key in inputs:
+            if segment_of.get(key) is not segment:
+                ddr_readers.setdefault(key, []).append(segment)
+    # what a segment writes to DDR: what a host layer or another segment reads, and the net's outputs
+    needed = set(graph_outputs) | {final[name] for name in keep}
+    for step in steps:
+        written = {stage.output for stage in step.stages} if isinstance(step, Segment) else set()
+        needed |= set(step.inputs) if isinstance(step, HostStep) else \
+            {key for stage in step.stages for key in stage.inputs if key not in written}
+    steps = [replace(step, sinks=[stage.output for stage in step.stages
+                                  if stage.output in needed or not readers[stage.output]]).wired()
+             if isinstance(step, Segment) else step for step in steps]
     return Plan(graph, steps, names, final, precisions)

@@ -102,13 +102,13 @@ def deepen_channels(design, images: int) -> None:
     write.  For the emulator's sake only: there a blocked kernel spins and starves the working ones (a
     balanced AlexNet took 540 s for one image at the design's depths, under 20 s an image deep).
     Depth changes when a stage waits, never what it computes."""
-    from cnnfpga.design import channel_name
+    from cnnfpga.design import channels
     from cnnfpga.design.stage import padded
     for segment in design.plan.segments:
-        for producer, consumer in zip(segment.stages, segment.stages[1:]):
+        for name, producer, _, _ in channels(segment):
             _, c, h, w = producer.out_shape
             width = design.of(producer).width_out
-            design.channel_depths[channel_name(producer, consumer)] = images * h * w * padded(c, width) // width
+            design.channel_depths[name] = images * h * w * padded(c, width) // width
 
 
 def assert_bit_exact(net, got: dict, golden) -> None:
@@ -119,10 +119,10 @@ def assert_bit_exact(net, got: dict, golden) -> None:
     import numpy as np
     plan = net.plan
     host_fed = plan.host_fed_segments()
-    fed = {plan.blob_names[s.sink]: s for s in host_fed}
+    fed = {plan.blob_names[key]: s.producer(key) for s in host_fed for key in s.sinks}
     for blob in plan.written_blobs():
         if blob in fed:
-            step = 2.0 ** -fed[blob].stages[-1].precision.outputs.frac_bits
+            step = 2.0 ** -fed[blob].precision.outputs.frac_bits
             np.testing.assert_allclose(got[blob], golden.blobs[blob], rtol=0, atol=step, err_msg=blob)
         else:
             np.testing.assert_array_equal(got[blob], golden.blobs[blob], err_msg=blob)

@@ -2,6 +2,10 @@
 one input and reads the others from DDR, converting each to its output format.  Placement, the
 golden model by hand, default widths, PoCL runs bit-exact with the golden model and with the cycles
 the model counts, Intel's emulator, the design file, and GoogLeNet's and SqueezeNet's segments."""
+from pathlib import Path
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -17,7 +21,8 @@ from cnnfpga.placement import HostStep, place
 from cnnfpga.precision import Fixed, Float, Half, calibrate
 from cnnfpga.runtime import DeviceNet
 
-from conftest import assert_emulator_runs_as_pocl, assert_stored_and_loaded_as_it_was, filler_graph, shared_path
+from conftest import (assert_emulator_runs_as_pocl, assert_stored_and_loaded_as_it_was, filler_graph, require_emulator,
+                      shared_path)
 
 # an inception-like module (three branches of conv0's output joined by cat1, which streams its last
 # input, the pool branch), then a fire-like one (squeeze, two expands joined by cat2, which streams
@@ -61,27 +66,73 @@ def image(seed: int = 0) -> dict:
     return {"data": np.random.default_rng(seed).uniform(-1, 1, SHAPE).astype(np.float32)}
 
 
-def test_a_concat_streams_its_latest_input_and_reads_the_others_from_ddr(modules):
+def test_the_modules_are_one_segment_whose_streams_fork_and_join(modules):
+    """conv0's stream forks into three channels (b1, b2a, b3a), squeeze's into two (e1, e3); cat1 and
+    cat2 join them again, streaming their first input and reading the others from channels too.  Only
+    the net's output goes to DDR."""
     plan = place(modules)
     assert not [s for s in plan.steps if isinstance(s, HostStep)]
-    assert [[stage.name for stage in s.stages] for s in plan.segments] == \
-        [["conv0"], ["b1"], ["b2a", "b2b"], ["b3a", "b3b", "cat1", "squeeze"], ["e1"], ["e3", "cat2", "pool"]]
+    segment, = plan.segments
+    assert [stage.name for stage in segment.stages] == \
+        ["conv0", "b1", "b2a", "b2b", "b3a", "b3b", "cat1", "squeeze", "e1", "e3", "cat2", "pool"]
+    assert segment.sources == ["data"] and segment.sinks == ["pool"]
+    readers = {stage.name: sorted(reader.name for reader, _ in segment.readers(stage)) for stage in segment.stages}
+    assert readers["conv0"] == ["b1", "b2a", "b3a"] and readers["squeeze"] == ["e1", "e3"]
     cats = {stage.name: stage for stage in plan.stages if stage.kind == "concat"}
-    assert {name: ([plan.blob_names[key] for key in s.sides], s.streamed) for name, s in cats.items()} == \
-        {"cat1": (["b1", "b2b"], 2), "cat2": (["e1"], 0)}
-    assert [list(shape) for shape in cats["cat1"].side_shapes] == [[1, 8, 10, 10], [1, 12, 10, 10]]
+    assert {name: ([plan.blob_names[key] for key in s.sides], s.streamed, s.from_ddr) for name, s in cats.items()} == \
+        {"cat1": (["b2b", "b3b"], 0, (False,) * 3), "cat2": (["e1"], 0, (False,) * 2)}
+    assert [list(shape) for shape in cats["cat1"].side_shapes] == [[1, 12, 10, 10], [1, 8, 10, 10]]
     assert cats["cat1"].in_shape == (1, 8, 10, 10) and cats["cat1"].out_shape == (1, 28, 10, 10)
-    assert "device stage 6 (streamed, + b1, b2b from DDR)" in plan.describe()
+    assert "device stage 6 (streamed, + b2b streamed, + b3b streamed)" in plan.describe()
 
 
-def test_each_input_keeps_its_own_format_and_the_streamed_one_comes_first(modules, stats):
+# b1 goes through a host layer (Sigmoid has no device kernel): cat1 can no longer join the segment
+# writing b2b and b3b (b1 is written after it), so it starts a segment of its own reading all three
+# from DDR
+AFTER_HOST = MODULES.replace('layer { name: "b2a" ', 'layer { name: "b1_sigmoid" type: "Sigmoid" bottom: "b1" '
+                                                      'top: "b1" }\nlayer { name: "b2a" ')
+
+
+@pytest.fixture(scope="module")
+def after_host(tmp_path_factory):
+    path = tmp_path_factory.mktemp("after_host") / "after_host.prototxt"
+    path.write_text(AFTER_HOST)
+    return filler_graph(path)
+
+
+def test_a_join_of_streams_from_before_a_host_layer_reads_them_from_device_memory(after_host, monkeypatch):
+    """The first segment writes b1 (for the host), b2b and b3b; cat1's segment reads them back from DDR,
+    b2b and b3b where the first segment left them on the device -- re-laid out from their words (12 and
+    8 values: their co) into cat1's 4 -- and the outputs are the golden model's, with the model's cycles."""
+    plan = place(after_host, "fixed16", calibrate(after_host, image(1)))
+    first, host, second = plan.steps
+    assert isinstance(host, HostStep) and host.layer.name == "b1_sigmoid"
+    assert [plan.blob_names[key] for key in first.sinks] == ["b1", "b2b", "b3b"]
+    cat1 = second.stages[0]
+    assert cat1.name == "cat1" and cat1.from_ddr == (True,) * 3 and second.sources == ["b1#1", "b2b", "b3b"]
+    assert "device stage 6 (from DDR, + b2b from DDR, + b3b from DDR)" in plan.describe()
+    taken = []
+    hands_over = DeviceNet._hands_over
+
+    def spy(self, run, key, stage, port):
+        written = self.codes[run.segment.producer(key).index].sink.width
+        taken.append((stage.name, key, port.width, written, hands_over(self, run, key, stage, port)))
+        return taken[-1][-1]
+    monkeypatch.setattr(DeviceNet, "_hands_over", spy)
+    checked = verify(after_host, default_design(plan))
+    assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
+    assert "bit-exact" in checked["outputs"]
+    assert sorted(taken) == [("cat1", "b2b", 4, 12, True), ("cat1", "b3b", 4, 8, True)]
+
+
+def test_each_input_keeps_its_own_format(modules, stats):
     plan = place(modules, "fixed16", stats)
     cat1 = next(stage for stage in plan.stages if stage.name == "cat1")
     as_written = plan.precisions["cat1"]      # in bottom order, for the golden model
     assert (as_written.inputs, *as_written.sides) == tuple(plan.precisions[b].outputs for b in ("b1", "b2b", "b3b"))
     assert len({as_written.inputs, *as_written.sides, as_written.outputs}) > 1     # conversions to do
-    assert cat1.precision.inputs == plan.precisions["b3b"].outputs
-    assert cat1.precision.sides == (plan.precisions["b1"].outputs, plan.precisions["b2b"].outputs)
+    assert cat1.streamed == 0 and (cat1.precision.inputs, *cat1.precision.sides) == \
+        (as_written.inputs, *as_written.sides)
 
 
 def test_concat_by_hand():
@@ -99,16 +150,18 @@ def test_concat_by_hand():
     assert np.isinf(out.ravel()[0]) and saturated == 1 and out.ravel()[1] == np.float16(1 / 3)
 
 
-def test_default_widths_narrow_the_stream_into_a_concat(modules):
-    """b3b writes 8 channels, so its words would hold 8 values; cat1's other inputs have 8 and 12
-    channels, so the stream into cat1 narrows to 4 values, back to b3b (co 4)."""
+def test_default_widths_narrow_the_streams_into_a_concat(modules):
+    """cat1's inputs (b1, b2b, b3b: 8, 12 and 8 channels) are one width, which divides the channels of
+    all but the last: 4 values, and the convolutions writing them step 4 outputs at a time (co 4);
+    cat2's (e3's 16 and e1's 8 channels) take the widest that divides both convolutions' co: 8."""
     plan = place(modules)
     design = default_design(plan)
     by_name = {stage.name: design.of(stage) for stage in plan.stages}
-    assert (by_name["b3b"].co, by_name["b3b"].width_out) == (4, 4)
+    assert {name: (by_name[name].co, by_name[name].width_out) for name in ("b1", "b2b", "b3b")} == \
+        {"b1": (4, 4), "b2b": (4, 4), "b3b": (4, 4)}
     assert (by_name["cat1"].width_in, by_name["cat1"].width_out) == (4, 4)
     assert by_name["squeeze"].width_in == 4
-    assert by_name["cat2"].width_in == 16               # e3's 16: the first input, 16 channels
+    assert by_name["cat2"].width_in == 8 and (by_name["e3"].co, by_name["e1"].co) == (8, 8)
     cat1 = next(stage for stage in plan.stages if stage.name == "cat1")
     with pytest.raises(DesignError, match="must divide the channels of every input but the last"):
         from cnnfpga.design import concat
@@ -134,29 +187,11 @@ def test_a_balanced_design_with_concats_runs_bit_exact(modules, stats):
     cat1 = next(stage for stage in plan.stages if stage.name == "cat1")
     width = design.of(cat1).width_in
     assert 8 % width == 0 and 12 % width == 0
-    costs = {cost.stage.name: cost.resources for cost in evaluate(design, a10).stages}
-    # the inputs read from DDR: b1 and b2b, every pixel's channels in the stage's words, 2 bytes each
-    assert costs["cat1"].ddr_bytes_per_image == 10 * 10 * (8 + 12) * 2
-
-
-def test_segments_take_the_blobs_they_read_from_device_memory(modules, stats, monkeypatch):
-    """Every blob a segment reads from another is in the format it wants (the producer converts): the
-    runtime moves it on the device -- a copy where the word widths agree (squeeze -> e1, e3), a
-    re-layout where they do not (conv0's 16-value words into b1's 8, b1's 8 into cat1's 4) -- instead
-    of reading it back and converting it; the outputs stay bit-exact."""
-    plan = place(modules, "fixed16", stats)
-    taken = []
-    hands_over = DeviceNet._hands_over
-
-    def spy(self, run, stage, port):
-        written = self.codes[run.segment.stages[-1].index].source_out.width
-        taken.append((stage.name, port.width, written, hands_over(self, run, stage, port)))
-        return taken[-1][-1]
-    monkeypatch.setattr(DeviceNet, "_hands_over", spy)
-    checked = verify(modules, default_design(plan))
-    assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
-    assert all(handed for *_, handed in taken) and len(taken) == 8
-    assert ("e1", 6, 6, True) in taken and ("b1", 8, 16, True) in taken and ("cat1", 4, 8, True) in taken
+    evaluation = evaluate(design, a10)
+    costs = {cost.stage.name: cost.resources for cost in evaluation.stages}
+    assert costs["cat1"].ddr_bytes_per_image == 0        # its inputs stream in
+    # DDR: the image in (8 channels) and pool's output (24 channels), 2 bytes each
+    assert evaluation.totals.ddr_bytes_per_image == 2 * (10 * 10 * 8 + 5 * 5 * 24)
 
 
 def test_the_fast_variant_runs_concats_whose_inputs_fill_its_words(modules):
@@ -187,14 +222,17 @@ def test_a_concat_along_another_axis_stays_on_the_host(tmp_path):
     assert {s.layer.name: s.reason for s in plan.steps if isinstance(s, HostStep)} == {"cat2": "not along the channels"}
 
 
-@pytest.mark.parametrize("net, before, after", [("googlenet", 40, 37), ("squeezenet_v1.1", 25, 18)])
-def test_inception_and_fire_modules_end_in_a_device_concat(net, before, after):
-    """Before concats ran on the device: GoogLeNet 40 segments and 9 host Concats, SqueezeNet 25 and 8."""
+@pytest.mark.parametrize("net, concats, segments", [("googlenet", 9, 1), ("squeezenet_v1.1", 8, 2)])
+def test_inception_and_fire_modules_stream_on_the_device(net, concats, segments):
+    """Before concats ran on the device: GoogLeNet 40 segments and 9 host Concats, SqueezeNet 25 and 8;
+    with concats on the device but no forks, 37 and 18; with forks, every device layer between two
+    host layers is one segment (SqueezeNet's dropout, on the host, splits it in two)."""
     graph = filler_graph(shared_path("models", net, "deploy.prototxt"), fill=False)
     plan = place(graph)
-    assert len(plan.segments) == after
+    assert len(plan.segments) == segments
     assert "Concat" not in [s.layer.type for s in plan.steps if isinstance(s, HostStep)]
-    assert sum(stage.kind == "concat" for stage in plan.stages) == {"googlenet": 9, "squeezenet_v1.1": 8}[net]
+    assert sum(stage.kind == "concat" for stage in plan.stages) == concats
+    assert all(len(segment.sinks) == 1 for segment in plan.segments)
     assert default_design(plan).plan is plan    # every concat's widths are valid
 
 
@@ -202,3 +240,54 @@ def test_inception_and_fire_modules_end_in_a_device_concat(net, before, after):
 def test_concats_run_on_intels_emulator_as_on_pocl(modules, stats, precision):
     """The concats read their other inputs from global buffers beside the stream."""
     assert_emulator_runs_as_pocl(modules, default_design(place(modules, precision, stats)), image())
+
+
+# The modules through Intel's emulator in a child process (a stalled pipeline's kernels spin on after
+# the error): with the design's FIFO depths, and with the channels on the modules' loops only 2 deep.
+FIFO_SCRIPT = """
+import sys, warnings
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+warnings.simplefilter("ignore")
+from conftest import filler_graph
+from cnnfpga.design import default_design
+from cnnfpga.design.model import fork_join_channels
+from cnnfpga.errors import DeviceError
+from cnnfpga.placement import place
+from cnnfpga.runtime import DeviceNet
+graph = filler_graph(sys.argv[1])
+design = default_design(place(graph, "fixed16"))
+loops = fork_join_channels(design.plan.segments[0])
+print("depths", sorted((design.channel_depths[name], name) for name in loops))
+if sys.argv[3] == "shallow":
+    design.channel_depths.update((name, 2) for name in loops)
+x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 8, 10, 10)).astype(np.float32)}
+want = DeviceNet(graph, design=design).forward(x)
+net = DeviceNet(graph, design=design, device=sys.argv[2], stall_seconds=10)
+try:
+    got = net.forward(x)
+    print("ran", "as PoCL" if all(np.array_equal(got[k], want[k]) for k in want) else "NOT as PoCL")
+except DeviceError as error:
+    print(error)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depths", ["design", "shallow"])
+def test_forked_streams_need_the_fifo_depths_the_model_gives(tmp_path, depths):
+    """On Intel's channels, which block: at the depths the design sized from the pipeline model's
+    backlogs (channel_backlogs), the modules run as on PoCL; with the channels on their loops 2 words
+    deep, conv0 fills the short branches' FIFOs and stops before the long ones bring cat1 its first
+    pixel -- every stage waits, the fork and the join among them."""
+    device = require_emulator()
+    path = tmp_path / "modules.prototxt"
+    path.write_text(MODULES)
+    child = subprocess.run([sys.executable, "-c", FIFO_SCRIPT, str(path), device, depths, str(Path(__file__).parent)],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert lines[0].startswith("depths") and "ch_1_6" in lines[0] and "ch_6_7" not in lines[0]  # a bridge
+    if depths == "design":
+        assert lines[-1] == "ran as PoCL", child.stdout
+    else:
+        assert "stalled" in lines[-1] and "stage 0 'conv0'" in lines[-1] and "stage 6 'cat1'" in lines[-1], child.stdout

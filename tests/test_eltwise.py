@@ -1,5 +1,6 @@
 """Sums on the device (issue 8, item 4's first part): an Eltwise SUM of two blobs is a stage that
-streams one operand and reads the other from DDR, with the ReLU after it fused.  Placement, the
+streams one operand and reads the other through a port of its own -- a channel where its segment
+writes it (a residual block's shortcut), else DDR -- with the ReLU after it fused.  Placement, the
 fixed-point golden model by hand, PoCL runs bit-exact with the golden model and with the cycles the
 model counts, the design file, and ResNet-50's segments before and after."""
 import numpy as np
@@ -53,28 +54,55 @@ def stats(residual):
     return calibrate(residual, {"data": np.random.default_rng(1).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)})
 
 
-def test_a_sum_streams_its_later_operand_and_reads_the_other_from_ddr(residual):
+def test_residual_blocks_are_one_segment_whose_sums_join_forked_streams(residual):
+    """data is read from DDR by both shortcut and a; sum1's output forks into c and sum2 (the identity
+    shortcut), pool's into both operands of sum3; every sum streams its first operand and reads the
+    other from a channel."""
     plan = place(residual)
     assert not [s for s in plan.steps if isinstance(s, HostStep)]
-    assert [[stage.name for stage in s.stages] for s in plan.segments] == \
-        [["shortcut"], ["a", "b", "sum1"], ["c", "d", "sum2", "pool"], ["sum3"]]
+    segment, = plan.segments
+    assert [stage.name for stage in segment.stages] == ["shortcut", "a", "b", "sum1", "c", "d", "sum2", "pool", "sum3"]
+    assert segment.sources == ["data"] and segment.sinks == ["sum3"]
+    assert [stage.name for stage in segment.stages if stage.from_ddr[stage.streamed]] == ["shortcut", "a"]
     sums = {stage.name: stage for stage in plan.stages if stage.kind == "eltwise"}
     assert {name: [plan.blob_names[key] for key in s.sides] for name, s in sums.items()} == \
-        {"sum1": ["shortcut"], "sum2": ["sum1"], "sum3": ["pool"]}
-    assert {name: s.streamed for name, s in sums.items()} == {"sum1": 1, "sum2": 0, "sum3": 0}
+        {"sum1": ["b"], "sum2": ["sum1"], "sum3": ["pool"]}
+    assert {name: (s.streamed, s.from_ddr) for name, s in sums.items()} == \
+        {name: (0, (False, False)) for name in sums}
+    readers = {stage.name: sorted((reader.name, k) for reader, k in segment.readers(stage)) for stage in segment.stages}
+    assert readers["sum1"] == [("c", 0), ("sum2", 1)] and readers["pool"] == [("sum3", 0), ("sum3", 1)]
     assert sums["sum1"].fused == ["sum1_relu"] and sums["sum1"].relu_slope == 0.0
-    assert "device stage 3 (streamed, + shortcut from DDR)" in plan.describe()
+    assert "device stage 3 (streamed, + b streamed)" in plan.describe()
 
 
-def test_the_streamed_operand_carries_the_input_format(residual, stats):
+# the shortcut conv reads the image through a host layer (Sigmoid): it is a segment of its own, written
+# before a's segment starts, so sum1 joins a's segment, streaming its second operand, b, and reading the
+# first from DDR
+SHORTCUT_ON_HOST = RESIDUAL.replace(
+    'layer { name: "shortcut" type: "Convolution" bottom: "data"',
+    'layer { name: "data_sigmoid" type: "Sigmoid" bottom: "data" top: "data_sigmoid" }\n'
+    'layer { name: "shortcut" type: "Convolution" bottom: "data_sigmoid"')
+
+
+def test_a_sum_streams_the_operand_its_segment_writes_in_that_format(tmp_path):
     """sum1 streams its second bottom: the stage's `inputs` is that operand's format, `sides` the first's;
-    the plan's precisions stay in bottom order, for the golden model."""
-    plan = place(residual, "fixed16", stats)
+    the plan's precisions stay in bottom order, for the golden model.  It runs as the golden model."""
+    path = tmp_path / "shortcut_on_host.prototxt"
+    path.write_text(SHORTCUT_ON_HOST)
+    graph = filler_graph(path)
+    x = {"data": np.random.default_rng(1).uniform(-4, 4, (1, 6, 10, 10)).astype(np.float32)}
+    plan = place(graph, "fixed16", calibrate(graph, x))
+    assert [[stage.name for stage in s.stages] for s in plan.segments] == \
+        [["shortcut"], ["a", "b", "sum1", "c", "d", "sum2", "pool", "sum3"]]
     stage = plan.stage(next(s.index for s in plan.stages if s.name == "sum1"))
+    assert stage.streamed == 1 and stage.from_ddr == (True, False)
+    assert "device stage 3 (streamed, + shortcut from DDR)" in plan.describe()
     as_written = plan.precisions["sum1"]
     assert (as_written.inputs,) != as_written.sides          # the two blobs' ranges differ
     assert (stage.precision.inputs, stage.precision.sides) == (as_written.sides[0], (as_written.inputs,))
     assert stage.precision.inputs == plan.precisions["b"].outputs
+    checked = verify(graph, default_design(plan))
+    assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
 
 
 def test_a_sum_the_device_does_not_run_stays_float_on_the_host(tmp_path):
@@ -145,20 +173,26 @@ def test_a_balanced_and_cut_design_with_sums_runs_bit_exact(residual, stats):
     plan = place(residual, "fixed16", stats)
     sum1 = next(s.index for s in plan.stages if s.name == "sum1")
     cut = cut_at(plan, [sum1])          # the sum starts a segment: both operands from DDR
-    assert [s.source for s in cut.segments if s.stages[0].index == sum1][0].startswith("b@cut")
+    second = next(s for s in cut.segments if s.stages[0].index == sum1)
+    assert second.cut and second.stages[0].from_ddr == (True, True)
+    assert [cut.blob_names[key] for key in second.sources] == ["shortcut", "b"]
     for design in (balance(plan, a10), balance(cut, a10)):
         checked = verify(residual, design)
         assert checked["ok"] and checked["cycles_equal"], (checked["outputs"], checked["measured_cycles"])
-    evaluation = evaluate(balance(plan, a10), a10)
-    costs = {cost.stage.name: cost.resources for cost in evaluation.stages}
-    # the side operand's traffic: every pixel's 12 channels, padded to the stage's words, 2 bytes each
-    width = balance(plan, a10).of(plan.stage(sum1)).width_in
-    assert costs["sum1"].ddr_bytes_per_image == 10 * 10 * -(-12 // width) * width * 2
+    # the side operand's traffic where it comes from DDR: every pixel's 12 channels, padded to the
+    # stage's words, 2 bytes each; none where it streams
+    for design, ddr in ((balance(plan, a10), False), (balance(cut, a10), True)):
+        costs = {cost.stage.name: cost.resources for cost in evaluate(design, a10).stages}
+        width = design.of(plan.stage(sum1)).width_in
+        assert costs["sum1"].ddr_bytes_per_image == ddr * 10 * 10 * -(-12 // width) * width * 2
 
 
 def test_the_fast_variant_runs_sums(residual):
+    """sum1 streams on to c and sum2: kept, it is written to device memory for forward() as well."""
     x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
-    got = DeviceNet(residual, variant="fast").forward(x)
+    net = DeviceNet(residual, variant="fast", keep=["sum1"])
+    assert [net.plan.blob_names[key] for key in net.plan.segments[0].sinks] == ["sum1", "sum3"]
+    got = net.forward(x)
     want = reference.forward(residual, x)
     for blob in ("sum1", "sum3"):
         np.testing.assert_allclose(got[blob], want[blob], rtol=1e-5, atol=1e-5)
@@ -178,20 +212,25 @@ def test_both_operands_of_a_sum_share_a_quantisation_group(residual):
     assert groups["sum2"] == groups["c"] != groups["d"]
 
 
-def test_resnet50_runs_as_21_segments_with_no_sum_on_the_host():
-    """Before sums ran on the device: 37 segments and 16 Eltwise layers on the host (README)."""
+def test_resnet50_runs_as_one_segment_with_no_sum_on_the_host():
+    """Before sums ran on the device: 37 segments and 16 Eltwise layers on the host (README); with sums
+    on the device but no forks, 21 segments; with forks, one: every block's input forks into its branch
+    and its shortcut, and the sum joins them."""
     graph = filler_graph(shared_path("models", "resnet50", "deploy.prototxt"), fill=False)
     plan = place(graph)
-    assert len(plan.segments) == 21
+    segment, = plan.segments
     assert [s.layer.type for s in plan.steps if isinstance(s, HostStep)] == ["InnerProduct", "Softmax"]
     sums = [stage for stage in plan.stages if stage.kind == "eltwise"]
-    assert len(sums) == 16 and all(stage.fused for stage in sums)
-    # each sum ends its block's main branch and reads the block's input (or its projection) from DDR
-    assert all(segment.stages[-1].kind == "eltwise" for segment in plan.segments[2:-1] if len(segment.stages) > 1)
+    assert len(sums) == 16 and all(stage.fused and not any(stage.from_ddr) for stage in sums)
+    assert segment.sources == ["data"] and len(segment.sinks) == 1
+    # every block's input (the stem's pool, then each sum) forks into the block's first conv(s) and its sum
+    forks = [stage for stage in segment.stages if len(segment.readers(stage)) > 1]
+    assert len(forks) == 16 and forks[0].name == "pool1" and all(stage.kind == "eltwise" for stage in forks[1:])
 
 
 @pytest.mark.parametrize("precision", ["float", "fixed16"])
 def test_sums_run_on_intels_emulator_as_on_pocl(residual, stats, precision):
-    """The sums read their second operand from a global buffer beside the stream."""
+    """The sums read both operands from channels: a residual block's input forks into its branch and
+    its shortcut."""
     x = {"data": np.random.default_rng(0).uniform(-1, 1, (1, 6, 10, 10)).astype(np.float32)}
     assert_emulator_runs_as_pocl(residual, default_design(place(residual, precision, stats)), x)

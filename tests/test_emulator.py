@@ -25,6 +25,7 @@ import pytest
 
 from cnnfpga import codegen, reference
 from cnnfpga.design import default_design
+from cnnfpga.design.model import fork_join_channels
 from cnnfpga.fixed_reference import forward_fixed
 from cnnfpga.graph import load_graph
 from cnnfpga.placement import place
@@ -134,15 +135,28 @@ def test_filler_net_matches_the_golden_model(name, precision):
     """Every blob a device segment writes, and the outputs: float within float rounding, half within
     its documented bound, fixed16 bit-exact with the fixed-point golden model and saturating as often.
 
-    AlexNet runs its default design, the wide unrolled datapaths.  SqueezeNet, here for its branches,
-    runs every conv at (1, 1, 1): its 26 convolutions at the default parallelism take the emulator's
-    compiler 20-43 s per build, at (1, 1, 1) 2-3 s (and 3 s to run).  Both keep their designs' depths.
+    AlexNet runs its default design, the wide unrolled datapaths, at its channel depths.  SqueezeNet,
+    here for its forked streams, runs every conv at (1, 1, 1): its 26 convolutions at the default
+    parallelism take the emulator's compiler 20-43 s per build, at (1, 1, 1) 2-3 s.  Its device layers
+    are one segment of 36 stages, all running at once; the FIFOs on the fire modules' loops keep the
+    depths the model sized (a fork whose short branch fills up stops, and the join waits forever), the
+    others are made an image deep: at their design depths most of the 36 kernels spin on full or empty
+    channels and starve the working ones (no stage finished within 10 minutes; so deepened, 6-9 s).
     """
     device = require_emulator()
     graph, x, stats = filler_net(name)
     parallelism = least_parallelism(graph) if FILLER[name][1] else None
-    net = DeviceNet(graph, precision=precision, calibration=stats if precision == "fixed16" else None,
-                    parallelism=parallelism, device=device)
+    calibration = stats if precision == "fixed16" else None
+    design = None
+    if FILLER[name][1]:
+        design = default_design(place(graph, precision, calibration_statistics(graph, calibration)), parallelism)
+        loops = {channel for segment in design.plan.segments for channel in fork_join_channels(segment)}
+        sized = {channel: design.channel_depths[channel] for channel in loops}
+        deepen_channels(design, 1)
+        design.channel_depths.update(sized)
+        net = DeviceNet(graph, design=design, device=device)
+    else:
+        net = DeviceNet(graph, precision=precision, calibration=calibration, device=device)
     got = net.forward(x)
     blobs = net.plan.written_blobs()
     if precision == "fixed16":

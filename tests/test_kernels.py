@@ -100,8 +100,12 @@ def test_every_branch_ran_on_the_device(stage_run):
     graph, net, _, _ = stage_run
     on_device = {stage.name for stage in net.plan.stages}
     assert on_device >= set(CONVS) | set(POOLS) | set(LRNS) | {"relu_leaky", "conv_relu"}
-    chain = [s for s in net.plan.segments if s.stages[0].name == "chain_conv"][0]
-    assert [s.name for s in chain.stages] == ["chain_conv", "chain_pool", "chain_lrn", "chain_conv2"]
+    # every branch reads the image from DDR, so all are one segment; the chain streams stage to stage
+    segment, = net.plan.segments
+    stages = {stage.name: stage for stage in segment.stages}
+    chain = ["chain_conv", "chain_pool", "chain_lrn", "chain_conv2"]
+    assert [[reader.name for reader, _ in segment.readers(stages[name])] for name in chain[:-1]] == [[n] for n in chain[1:]]
+    assert stages["chain_conv"].from_ddr == (True,) and all(stages[name].from_ddr == (False,) for name in chain[1:])
     fused = [s for s in net.plan.stages if s.name == "conv_relu"][0]
     assert fused.fused == ["relu_fused"] and fused.relu_slope == 0.25
     # device time per stage, keyed by the stage's name: the fused ReLU's time counts with its convolution
@@ -173,7 +177,7 @@ def test_half_stages_within_one_rounding_of_the_half_golden_model(stage_graph):
     from cnnfpga.precision import resolve_precision
     x = np.random.default_rng(1).standard_normal(INPUT).astype(np.float32)
     net = DeviceNet(stage_graph, precision="half", count_cycles=True)
-    assert all(isinstance(code.source_out.fmt, Half) for code in net.program_code.stages)
+    assert all(isinstance(port.fmt, Half) for code in net.program_code.stages for port in code.outs)
     got = net.forward({"data": x})
     want = forward_fixed(stage_graph, {"data": x}, resolve_precision(stage_graph, "half")).blobs
     for name in list(CONVS) + list(POOLS) + list(LRNS) + ["relu_leaky", "conv_relu", "chain_conv2"]:

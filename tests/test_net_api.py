@@ -276,3 +276,24 @@ def test_net_counts_cycles_when_asked():
     net.forward(data=np.zeros(net.blobs["data"].data.shape, np.float32))
     cycles = net.executor.cycles()
     assert set(cycles) == {stage.name for stage in net.executor.plan.stages} and all(c > 0 for c in cycles.values())
+
+
+def test_a_blob_streaming_inside_a_segment_is_written_out_when_asked_for(tmp_path):
+    """An inception-like fork: b1 streams from its conv into the concat, never in memory; forward(blobs=
+    ["b1"]) builds the net again writing it out, and gives the reference's values."""
+    text = """name: "fork"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 6 dim: 6 } } }
+layer { name: "b1" type: "Convolution" bottom: "data" top: "b1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "b2" type: "Convolution" bottom: "data" top: "b2" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "cat" type: "Concat" bottom: "b1" bottom: "b2" top: "cat" }
+"""
+    path = tmp_path / "fork.prototxt"
+    path.write_text(text)
+    net = cnnfpga.Net(str(path), backend="opencl")
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 4, 6, 6)).astype(np.float32)
+    net.forward(data=x)
+    assert not net.blobs["b1"].data.any()          # streamed: not in memory
+    got = net.forward(blobs=["b1"], data=x)["b1"]
+    want = cnnfpga.Net(str(path), backend="reference").forward(blobs=["b1"], data=x)["b1"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.blobs["b1"].data, want, rtol=1e-5, atol=1e-6)

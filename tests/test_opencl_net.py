@@ -44,8 +44,7 @@ def check_net(graph, **options):
     want = reference.forward(graph, x)
     plan = net.plan
     # a blob a segment wrote, unless an in-place host layer rewrote it later under the same name
-    written = {plan.blob_names[s.sink] for s in plan.segments if plan.final_keys[plan.blob_names[s.sink]] == s.sink}
-    names = set(graph.outputs) | written
+    names = set(graph.outputs) | set(plan.written_blobs())
     return net, max(relative_error(got[n], want[n]) for n in names)
 
 
@@ -120,7 +119,7 @@ def test_stream_overlaps_host_layers_and_gives_the_same_results(split):
 
 
 def test_stream_with_host_layers_between_device_segments(tmp_path):
-    """A head of several segments and a host Concat runs batch by batch (no device look-ahead)."""
+    """A head of several segments with a host layer between them runs batch by batch (no device look-ahead)."""
     path = tmp_path / "branches.prototxt"
     path.write_text("""name: "branches"
 input: "data"
@@ -128,7 +127,8 @@ input_shape { dim: 2 dim: 3 dim: 8 dim: 8 }
 layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 8 kernel_size: 3 } }
 layer { name: "b" type: "Convolution" bottom: "data" top: "b" convolution_param { num_output: 8 kernel_size: 3 } }
 layer { name: "ab" type: "Concat" bottom: "a" bottom: "b" top: "ab" }
-layer { name: "c" type: "Convolution" bottom: "ab" top: "c" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "s" type: "Sigmoid" bottom: "ab" top: "s" }
+layer { name: "c" type: "Convolution" bottom: "s" top: "c" convolution_param { num_output: 8 kernel_size: 3 } }
 layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_param { num_output: 5 } }
 """)
     graph = filler_graph(path)
@@ -269,7 +269,7 @@ def test_mixed_precision_converts_at_stage_boundaries():
     conv1, pool1 = net.plan.stages[:2]
     assert conv1.precision.inputs == conv1.precision.weights == type(conv1.precision.inputs)()   # float
     assert conv1.precision.outputs == pool1.precision.inputs and pool1.precision.inputs.total_bits == 16
-    assert isinstance(net.codes[conv1.index].source_out.fmt, Fixed)    # the float stage quantises what it writes
+    assert isinstance(net.codes[conv1.index].outs[0].fmt, Fixed)    # the float stage quantises what it writes
     # the float conv1 sums in another order than the golden model, so a value at a rounding boundary
     # of the fixed format may land one step away; everything downstream is integer and exact
     out = got["pool3"]

@@ -49,8 +49,8 @@ def test_cut_keeps_the_stages_and_adds_a_ddr_round_trip(alexnet_plan):
     assert len(cut.segments) == len(plan.segments) + 1
     first, second = cut.segments[0], cut.segments[1]
     assert first.stages[-1].name == "pool2" and second.stages[0] is conv3
-    assert first.sink == second.source == f"pool2@cut{conv3.index}"
-    assert cut.blob_names[first.sink] == "pool2" and cut.final_keys == plan.final_keys
+    assert first.sinks == second.sources and [cut.blob_names[key] for key in first.sinks] == ["pool2"]
+    assert not first.cut and second.cut and cut.final_keys == plan.final_keys
     # an even cut of AlexNet's conv work: conv1+conv2 (329 M MACs) against conv3-5 (337 M), at the
     # smallest stream between them (pool2's output, not conv2's or norm2's)
     assert even_starts(plan, 2) == [conv3.index]
@@ -75,7 +75,7 @@ def test_a_chain_of_two_boards_halves_the_interval_and_respects_the_bounds(alexn
     assert p2["bound_ms"] <= interval_ms <= p2["latency_ms"]
     # the link carries pool2's 13x13x256 16-bit stream, and its latency is in the chain's latency
     conv3 = chain.plan.segments[1].stages[0]
-    link = two.links[conv3.index]
+    link = two.links[(conv3.index, 0)]
     assert link.latency == pytest.approx(A10.link_latency_us * 250)
     assert link.bytes_per_cycle == pytest.approx(A10.link_gbs * 1e3 / 250)
 

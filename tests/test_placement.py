@@ -5,7 +5,7 @@ import pytest
 from cnnfpga.errors import PrecisionError
 from cnnfpga.graph import load_graph
 from cnnfpga.layers import REGISTRY
-from cnnfpga.placement import HostStep, Segment, fold_batch_norm, place
+from cnnfpga.placement import HostStep, fold_batch_norm, place
 from cnnfpga.precision import Fixed, frac_bits_for
 
 from conftest import filler_graph, shared_path
@@ -39,21 +39,42 @@ def test_describe_lists_every_layer_with_place_precision_parallelism_shape():
     assert "host" in next(line for line in text.splitlines() if line.startswith("fc6 "))
 
 
-def test_googlenet_branches_become_segments_in_topological_order():
+def test_googlenet_device_layers_are_one_segment_in_topological_order():
+    """Every inception module's input forks into its four branches and its concat joins them, all
+    streamed: the device layers between the input and pool5 are one segment, written in an order in
+    which every stage reads only what is read from DDR or written before it."""
     graph = quiet_load("googlenet")
     plan = place(graph)
-    produced = set(graph.inputs)
-    for step in plan.steps:   # every step reads only what earlier steps wrote
-        reads = [step.source, *(key for stage in step.stages for key in stage.sides)] \
-            if isinstance(step, Segment) else step.inputs
-        assert all(key in produced for key in reads), step
-        produced.update([step.sink] if isinstance(step, Segment) else step.outputs)
-    # each inception module ends in a concat stage, which streams its pool branch
+    segment, = plan.segments
+    assert segment.sources == ["data"] and [plan.blob_names[key] for key in segment.sinks] == ["pool5/7x7_s1"]
+    written = set(segment.sources)
+    for stage in segment.stages:
+        assert all(key in written for key in stage.inputs), stage.name
+        assert stage.from_ddr == tuple(key in segment.sources for key in stage.inputs)
+        written.add(stage.output)
     concats = [stage for stage in plan.stages if stage.kind == "concat"]
-    assert len(concats) == 9 and all(plan.blob_names[stage.sides[-1]].endswith("/5x5") for stage in concats)
+    assert len(concats) == 9 and all(not any(stage.from_ddr) and len(stage.inputs) == 4 for stage in concats)
+    forks = [stage.name for stage in segment.stages if len(segment.readers(stage)) > 1]
+    assert len(forks) == 9 and all(len(segment.readers(plan.stage(index))) == 4
+                                   for index in [s.index for s in segment.stages if s.name in forks])
     # the 3x3 branch of an inception streams reduce conv -> ReLU -> 3x3 conv -> ReLU
-    seg = next(s for s in plan.segments if s.stages[0].name == "inception_3a/3x3_reduce")
-    assert [s.name for s in seg.stages] == ["inception_3a/3x3_reduce", "inception_3a/3x3"]
+    reduce = next(stage for stage in segment.stages if stage.name == "inception_3a/3x3_reduce")
+    assert [reader.name for reader, _ in segment.readers(reduce)] == ["inception_3a/3x3"]
+
+
+def test_a_segment_cut_writes_every_stream_crossing_the_cut_to_ddr():
+    """Cutting GoogLeNet's segment inside inception 3a (at its 5x5 branch's reduce): the four streams
+    from before the cut that later stages read -- pool2's output (read by the 5x5 reduce and the pool
+    branch) and the 1x1 and 3x3 branches' outputs (read by the concat) -- go to DDR and are read back."""
+    from cnnfpga.placement import cut_at
+    plan = place(quiet_load("googlenet"))
+    start = next(stage for stage in plan.stages if stage.name == "inception_3a/5x5_reduce")
+    first, second = cut_at(plan, [start.index]).segments
+    assert not first.cut and second.cut
+    assert [plan.blob_names[key] for key in first.sinks] == \
+        ["pool2/3x3_s2", "inception_3a/1x1", "inception_3a/3x3"]
+    assert second.sources == first.sinks
+    assert len(first.stages) + len(second.stages) == len(plan.stages)
 
 
 def test_resnet_batch_norm_and_scale_fold_into_the_conv():
@@ -80,11 +101,12 @@ def test_resnet_batch_norm_and_scale_fold_into_the_conv():
 def test_in_place_relu_read_by_two_layers_is_not_fused_away():
     graph = quiet_load("squeezenet_v1.1")
     plan = place(graph)
-    # fire2/squeeze1x1 (+ ReLU in place) feeds both expand convs: its output must go to DDR
-    squeeze = next(s for s in plan.segments if "fire2/squeeze1x1" in [stage.name for stage in s.stages])
-    assert squeeze.stages[-1].name == "fire2/squeeze1x1"
-    assert squeeze.stages[-1].fused == ["fire2/relu_squeeze1x1"]
-    assert plan.blob_names[squeeze.sink] == "fire2/squeeze1x1"
+    # fire2/squeeze1x1 (+ ReLU in place) feeds both expand convs: its ReLU'd output forks to both
+    segment = next(s for s in plan.segments if "fire2/squeeze1x1" in [stage.name for stage in s.stages])
+    squeeze = next(stage for stage in segment.stages if stage.name == "fire2/squeeze1x1")
+    assert squeeze.fused == ["fire2/relu_squeeze1x1"]
+    assert sorted(reader.name for reader, _ in segment.readers(squeeze)) == ["fire2/expand1x1", "fire2/expand3x3"]
+    assert plan.blob_names[squeeze.output] == "fire2/squeeze1x1" and squeeze.output != squeeze.inputs[0]
 
 
 def test_half_precision_plan_and_bad_setting():

@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ..errors import DesignError
-from ..placement import CUT
 from . import concat, conv, eltwise, lrn, pool, relu
 from .stage import Schedule, StageDesign, divisors
+from .streams import WidthGroup, channels, set_width, width_groups
 
 KINDS = {"conv": conv, "pool": pool, "lrn": lrn, "relu": relu, "eltwise": eltwise, "concat": concat}
 DEFAULT_INPUTS = 16       # ci of a default conv stage at most
@@ -62,12 +62,12 @@ class Design:
             raise DesignError(f"{len(self.partitions)} partitions run on one board in turn or on "
                               f"{len(self.partitions)} boards, not on {self.fpgas}")
         for segment in self.plan.segments:
-            for k, stage in enumerate(segment.stages):
+            for stage in segment.stages:
                 kind(stage).check(stage, self.of(stage))
-                if k and self.of(segment.stages[k - 1]).width_out != self.of(stage).width_in:
-                    raise DesignError(f"{stage.layer.where}: reads words of {self.of(stage).width_in} values but "
-                                      f"'{segment.stages[k - 1].name}' writes words of "
-                                      f"{self.of(segment.stages[k - 1]).width_out}")
+            for _, producer, consumer, _ in channels(segment):
+                if self.of(producer).width_out != self.of(consumer).width_in:
+                    raise DesignError(f"{consumer.layer.where}: reads words of {self.of(consumer).width_in} values "
+                                      f"but '{producer.name}' writes words of {self.of(producer).width_out}")
 
     def describe(self) -> str:
         return self.plan.describe(parallelism=lambda stage: self.of(stage).describe())
@@ -83,57 +83,65 @@ class Design:
         return [self.plan.only(indices) for indices in self.partitions]
 
     def links(self) -> set:
-        """Stages that start a partition in the middle of a stream (placement.cut_at cut it there): their
-        input crosses a board link in a chain, or DDR between reconfigurations."""
+        """Stages of segments that start a partition in the middle of another's streams (placement.cut_at
+        cut it there): their inputs from the partition before cross a board link in a chain, or DDR
+        between reconfigurations."""
         starts = {indices[0] for indices in self.partitions[1:]}
-        return {segment.stages[0].index for segment in self.plan.segments
-                if segment.stages[0].index in starts and CUT in segment.source}
+        return {stage.index for segment in self.plan.segments
+                if segment.stages[0].index in starts and segment.cut for stage in segment.stages}
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in divisors(n) if d <= limit)
 
 
-def channel_name(producer, consumer) -> str:
-    return f"ch_{producer.index}_{consumer.index}"
-
-
 def channel_depth(producer_schedule: Schedule, consumer_schedule: Schedule) -> int:
-    """A channel's depth: the consumer's largest burst of reads -- the words a phase reads in its first
-    iterations before it goes on computing (a window stage reads the next rows so) -- so that the
-    producer, writing evenly, can work ahead while the consumer computes and the consumer finds its
-    next rows waiting.  A stage that reads in every iteration of a phase needs no more than
-    MIN_CHANNEL_DEPTH."""
+    """A channel's depth for the rate of its two ends: the consumer's largest burst of reads -- the words
+    a phase reads in its first iterations before it goes on computing (a window stage reads the next
+    rows so) -- so that the producer, writing evenly, can work ahead while the consumer computes and the
+    consumer finds its next rows waiting.  A stage that reads in every iteration of a phase needs no
+    more than MIN_CHANNEL_DEPTH."""
     bursts = [reads for iterations, reads, _ in consumer_schedule.phases if iterations > reads]
     return max(MIN_CHANNEL_DEPTH, max(bursts, default=0))
 
 
 def size_channels(design: Design) -> None:
+    """Every channel's FIFO depth: its ends' rate (channel_depth), and on the way from a fork to a join
+    at least the words the pipeline model finds waiting in it (model.channel_backlogs): a stream that
+    forks runs only as far ahead on one branch as that branch's FIFOs hold, so where they hold less
+    than the longer branch keeps the join waiting, the fork stalls and the pipeline with it."""
+    from .model import channel_backlogs     # the model reads designs: imported when first needed
+    backlogs = channel_backlogs(design)
     for segment in design.plan.segments:
-        for producer, consumer in zip(segment.stages, segment.stages[1:]):
-            design.channel_depths[channel_name(producer, consumer)] = channel_depth(design.schedule(producer),
-                                                                                    design.schedule(consumer))
+        for name, producer, consumer, _ in channels(segment):
+            design.channel_depths[name] = max(channel_depth(design.schedule(producer), design.schedule(consumer)),
+                                              backlogs.get(name, 0))
 
 
-def narrow_to_concat(stages: dict, segment, stage, width: int, variant: str) -> int:
-    """The width a concat stage can take (it divides the channels of every input but the last:
-    design/concat.py), given `width` arriving: where that one does not, the stream is narrowed back
-    to the convolution writing it (or the segment's start) -- every stage between keeps as wide in
-    as out.  The fast variant's words are FAST_WIDTH values, which cannot narrow."""
-    fitting = math.gcd(width, *concat.input_channels(stage)[:-1])
-    if fitting == width:
-        return width
+def group_width(group: WidthGroup, stages: dict, overrides: dict, variant: str) -> int:
+    """A default design's width for a group of streams: a width the user gave a convolution writing it
+    (its width_out, or its co), else the largest that divides every writing convolution's co (its
+    outputs leave in whole steps), else from DDR up to DEFAULT_WIDTH values; narrowed to divide the
+    channels of every input but the last of a concat in the group (a word holds one input's channels:
+    design/concat.py).  The fast variant's words are FAST_WIDTH values, which cannot narrow."""
+    given = [overrides[s.name].get("width_out", overrides[s.name].get("co"))
+             for s in group.producers + group.members if s.name in overrides]
+    given = [width for width in given if width is not None]
+    joined = [c for stage in group.members if stage.kind == "concat" for c in concat.input_channels(stage)[:-1]]
     if variant == "fast":
-        raise DesignError(f"{stage.layer.where}: the fast variant's words are {FAST_WIDTH} values, which must divide "
-                          f"the channels of every input of a concat but the last "
-                          f"({', '.join(map(str, concat.input_channels(stage)[:-1]))})")
-    for before in reversed(segment.stages[:segment.stages.index(stage)]):
-        if before.kind == "conv":   # its outputs leave in whole steps: co narrows with the words
-            conv_design = stages[before.index]
-            stages[before.index] = replace(conv_design, co=math.gcd(conv_design.co, fitting), width_out=fitting)
-            break
-        stages[before.index] = replace(stages[before.index], width_in=fitting, width_out=fitting)
-    return fitting
+        if math.gcd(FAST_WIDTH, *joined) != FAST_WIDTH:
+            stage = next(s for s in group.members if s.kind == "concat" and math.gcd(FAST_WIDTH, *concat.input_channels(s)[:-1]) != FAST_WIDTH)
+            raise DesignError(f"{stage.layer.where}: the fast variant's words are {FAST_WIDTH} values, which must "
+                              f"divide the channels of every input of a concat but the last "
+                              f"({', '.join(map(str, concat.input_channels(stage)[:-1]))})")
+        return FAST_WIDTH
+    if given:
+        return given[0]
+    if group.producers:
+        width = math.gcd(*(stages[p.index].co for p in group.producers))
+    else:
+        width = largest_divisor_at_most(group.channels, DEFAULT_WIDTH)
+    return math.gcd(width, *joined)
 
 
 STAGE_FIELDS = ("ci", "co", "f", "width_out", "weights", "load_width", "logic_multipliers")
@@ -170,39 +178,31 @@ def parse_overrides(plan, parallelism) -> dict:
 def default_design(plan, parallelism=None, variant: str = "fpga") -> Design:
     """A design that runs well on a CPU (no board): conv stages of up to DEFAULT_INPUTS input and
     DEFAULT_OUTPUTS output channels per step, a kernel row per step where the inputs are fewer
-    than 8 (a first layer's), every stream as wide as the conv before it writes (its co), a
-    segment's input up to DEFAULT_WIDTH values per word.  The fast variant's words are
+    than 8 (a first layer's), every stream as wide as the convs writing it step (group_width), a
+    segment's inputs up to DEFAULT_WIDTH values per word.  The fast variant's words are
     FAST_WIDTH values throughout.  ``parallelism`` overrides conv stages: {layer: (ci, co[, f])} or
     {layer: {"ci": .., "co": .., "f": .., "width_out": .., "weights": "ddr", ...}}; a changed output
-    width carries on down the segment."""
+    width (or co) is the width of every stream it flows into up to the next convolutions."""
     overrides = parse_overrides(plan, parallelism)
     stages = {}
-    for segment in plan.segments:
-        width = None
-        for stage in segment.stages:
-            if width is None:
-                width = FAST_WIDTH if variant == "fast" else largest_divisor_at_most(stage.in_shape[1], DEFAULT_WIDTH)
-            if stage.kind == "conv":
-                cs = conv.shape(stage)
-                ci = largest_divisor_at_most(cs.cg, DEFAULT_INPUTS)
-                co = largest_divisor_at_most(cs.og, DEFAULT_OUTPUTS)
-                if variant == "fast":   # co must divide the 8-value word
-                    co = max(d for d in divisors(cs.og) if FAST_WIDTH % d == 0)
-                f = cs.kw if ci < 8 else 1
-                design = StageDesign(stage.index, "conv", width, FAST_WIDTH if variant == "fast" else co, ci, co, f)
-            else:
-                if stage.kind == "concat":
-                    width = narrow_to_concat(stages, segment, stage, width, variant)
-                design = StageDesign(stage.index, stage.kind, width, width)
-            if stage.name in overrides:
-                changes = overrides[stage.name]
-                if stage.kind == "conv" and "co" in changes and "width_out" not in changes and variant != "fast":
-                    changes = dict(changes, width_out=changes["co"])
-                design = replace(design, **changes)
-                if stage.kind != "conv":
-                    design = replace(design, width_in=width)
-            stages[stage.index] = design
-            width = design.width_out
+    for stage in plan.stages:
+        if stage.kind == "conv":
+            cs = conv.shape(stage)
+            ci = largest_divisor_at_most(cs.cg, DEFAULT_INPUTS)
+            co = largest_divisor_at_most(cs.og, DEFAULT_OUTPUTS)
+            if variant == "fast":   # co must divide the 8-value word
+                co = max(d for d in divisors(cs.og) if FAST_WIDTH % d == 0)
+            design = StageDesign(stage.index, "conv", 0, 0, ci, co, cs.kw if ci < 8 else 1)
+        else:
+            design = StageDesign(stage.index, stage.kind, 0, 0)
+        changes = {name: value for name, value in overrides.get(stage.name, {}).items() if name != "width_out"}
+        stages[stage.index] = replace(design, **changes)
+    for group in width_groups(plan):
+        width = group_width(group, stages, overrides, variant)
+        stages = set_width(stages, group, width)
+        for producer in group.producers:     # its outputs leave in whole steps of co within a word
+            if width % stages[producer.index].co and not (variant == "fast" or producer.name in overrides):
+                stages[producer.index] = replace(stages[producer.index], co=math.gcd(stages[producer.index].co, width))
     result = Design(plan, stages)
     result.check()
     size_channels(result)

@@ -26,13 +26,14 @@ The search is greedy and deterministic (fpgaConvNet's rule-based optimiser in sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ..errors import DesignError
 from ..precision import storage_bits
 from . import Design, channel_depth, conv, kind, size_channels
+from .streams import WidthGroup, channels, set_width, width_groups
 from .cost import memory_cost
-from .model import RESOURCES, evaluate, first_input_cycles, segment_port_logic
+from .model import RESOURCES, channel_backlogs, evaluate, first_input_cycles, segment_port_logic
 from .stage import Resources, StageDesign, divisors, padded
 
 OBJECTIVES = ("latency", "throughput")
@@ -42,65 +43,19 @@ LATENCY_GAIN = 0.005       # the least share of the latency a change in the late
 MINOR_SEGMENT = 0.01       # a segment under this share of an image's cycles is left as it is
 LOAD_SLACK = 0.8          # a later stage's weights are loaded by this share of the time to its first input
 MAX_LOAD_WIDTH = 64       # values a load port takes per cycle at most (1024 bits of 16-bit weights)
+BACKLOG_ROUNDS = 3         # balancing rounds at most, each with the FIFO backlogs the one before found
 START_PRODUCT = 16         # multiplies per step a convolution starts with: its weight memory's words are then
                            # wide enough to fill RAM blocks (one value per word would waste most of each)
 
 
-@dataclass
-class WidthGroup:
-    """Streams that must share one width: a conv's output, the pooling / ReLU / LRN stages after it
-    (their words are as wide in as out) and the input of the next conv."""
-    producer: object = None          # the conv writing it (None: a segment's DDR input)
-    members: list = field(default_factory=list)
-    consumer: object = None          # the conv reading it (None: a segment's DDR output)
-
-    @property
-    def channels(self) -> int:
-        if self.producer is not None:
-            return self.producer.out_shape[1]
-        return (self.members[0] if self.members else self.consumer).in_shape[1]
-
-    def width(self, stages: dict) -> int:
-        if self.producer is not None:
-            return stages[self.producer.index].width_out
-        return stages[(self.members[0] if self.members else self.consumer).index].width_in
-
-
-def width_groups(plan) -> list:
-    groups = []
-    for segment in plan.segments:
-        group = WidthGroup()
-        for stage in segment.stages:
-            if stage.kind == "conv":
-                group.consumer = stage
-                groups.append(group)
-                group = WidthGroup(producer=stage)
-            else:
-                group.members.append(stage)
-        groups.append(group)
-    return groups
-
-
-def set_width(stages: dict, group: WidthGroup, width: int) -> dict:
-    """A copy of the stage designs with every stream of `group` `width` values wide."""
-    stages = dict(stages)
-    if group.producer is not None:
-        stages[group.producer.index] = replace(stages[group.producer.index], width_out=width)
-    for member in group.members:
-        stages[member.index] = replace(stages[member.index], width_in=width, width_out=width)
-    if group.consumer is not None:
-        stages[group.consumer.index] = replace(stages[group.consumer.index], width_in=width)
-    return stages
-
-
-def width_choices(group: WidthGroup, producer_design=None) -> list:
-    """Widths worth trying: divisors of the channel count (no padding) and, after a conv, multiples
+def width_choices(group: WidthGroup, stages: dict) -> list:
+    """Widths worth trying: divisors of the channel count (no padding) and, after one conv, multiples
     of its co up to the channels (its outputs gather into whole words)."""
     c = group.channels
     choices = set(divisors(c))
-    if producer_design is not None:
-        co = producer_design.co
-        choices.update(range(co, padded(c, co) + 1, co))
+    if len(group.producers) == 1:
+        co = stages[group.producers[0].index].co
+        choices.update(range(co, padded(group.producers[0].out_shape[1], co) + 1, co))
     return sorted(choices)
 
 
@@ -118,11 +73,14 @@ class Search:
         for group in self.groups:
             for member in group.members:
                 self.group_of_input[member.index] = self.group_of_output[member.index] = group
-            if group.consumer is not None:
-                self.group_of_input[group.consumer.index] = group
-            if group.producer is not None:
-                self.group_of_output[group.producer.index] = group
-        self.channels = [(p, c) for segment in plan.segments for p, c in zip(segment.stages, segment.stages[1:])]
+            for consumer in group.consumers:
+                self.group_of_input[consumer.index] = group
+            for producer in group.producers:
+                self.group_of_output[producer.index] = group
+        self.channels = [(name, p, c) for segment in plan.segments for name, p, c, _ in channels(segment)]
+        # values waiting in each channel on a loop of forked streams (model.channel_backlogs), as far as
+        # known: its FIFO holds at least these, in words of whatever width the trial gives it
+        self.backlog_values = None
         self._schedules, self._resources = {}, {}
 
     # -- cached pieces ---------------------------------------------------------------------------
@@ -147,10 +105,11 @@ class Search:
             resources = self.stage_resources(stages, stage)
             for r in RESOURCES:
                 totals[r] += getattr(resources, r)
-        for producer, consumer in self.channels:
-            depth = channel_depth(self.schedule(stages, producer), self.schedule(stages, consumer))
-            blocks, logic = memory_cost(self.board, stages[producer.index].width_out *
-                                        storage_bits(producer.precision.outputs), depth)
+        for name, producer, consumer in self.channels:
+            width = stages[producer.index].width_out
+            depth = max(channel_depth(self.schedule(stages, producer), self.schedule(stages, consumer)),
+                        -(-(self.backlog_values or {}).get(name, 0) // width))
+            blocks, logic = memory_cost(self.board, width * storage_bits(producer.precision.outputs), depth)
             totals["ram_blocks"] += blocks
             totals["logic"] += logic
         return totals
@@ -274,6 +233,8 @@ class Search:
     # -- step 1: something that fits -------------------------------------------------------------
     def fit_smallest(self) -> dict:
         stages = self.smallest()
+        if self.backlog_values is None:     # first estimated from the smallest design (balance may refine it)
+            self.backlog_values = backlog_values(self.design(stages))
         totals = self.totals(stages)
         while not self.fits(totals):
             on_chip = [stage for stage in self.plan.stages
@@ -312,9 +273,8 @@ class Search:
         return moves
 
     def wider(self, stages: dict, group: WidthGroup) -> list:
-        producer = stages[group.producer.index] if group.producer is not None else None
         now = group.width(stages)
-        return [set_width(stages, group, width) for width in width_choices(group, producer) if width > now]
+        return [set_width(stages, group, width) for width in width_choices(group, stages) if width > now]
 
     def more_parallel(self, stages: dict, stage) -> list:
         """For each number of kernel positions per step F, the next few larger products ci x co x F
@@ -345,7 +305,7 @@ class Search:
         else the narrowest valid one wider."""
         group = self.group_of_output.get(stage.index)
         sd = stages[stage.index]
-        widths = [sd.width_out] + ([w for w in width_choices(group, sd) if w > sd.width_out] if group else [])
+        widths = [sd.width_out] + ([w for w in width_choices(group, stages) if w > sd.width_out] if group else [])
         for width in widths:
             trial = set_width(stages, group, width) if group else stages
             try:
@@ -405,8 +365,7 @@ class Search:
         sd = stages[stage.index]
         if stage.kind != "conv":
             group = self.group_of_input.get(stage.index)
-            producer = stages[group.producer.index] if group and group.producer is not None else None
-            return [set_width(stages, group, w) for w in width_choices(group, producer)
+            return [set_width(stages, group, w) for w in width_choices(group, stages)
                     if w < group.width(stages)] if group else []
         cs = conv.shape(stage)
         now = sd.ci * sd.co * sd.f
@@ -492,10 +451,30 @@ def balance(plan, board, batch: int = 1, objective: str = "latency", max_util: f
             fmax_mhz: float = None, host_seconds: float = 0.0) -> Design:
     """The design of `plan` for `board` (see the module docstring)."""
     search = Search(plan, board, batch, objective, max_util, fmax_mhz, host_seconds)
-    stages = search.balance(search.fit_smallest())
-    if objective == "latency":
-        stages = search.shorten_latency(stages)
-    stages = search.with_loads_by_need(stages)
-    design = search.design(stages)
-    design.check()
-    return design
+    # the FIFOs on the loops of forked streams hold what the pipeline model finds waiting there, which
+    # depends on the design: estimated from the smallest one (fit_smallest); where the balanced design's
+    # FIFOs then take more than the cap allows, balanced again with what they need (at most
+    # BACKLOG_ROUNDS times)
+    for _ in range(BACKLOG_ROUNDS):
+        stages = search.balance(search.fit_smallest())
+        if objective == "latency":
+            stages = search.shorten_latency(stages)
+        stages = search.with_loads_by_need(stages)
+        design = search.design(stages)
+        search.backlog_values = {name: max(values, search.backlog_values.get(name, 0))
+                                 for name, values in backlog_values(design).items()}
+        totals = search.totals(stages)
+        if search.fits(totals):
+            design.check()
+            return design
+    binding = max(RESOURCES, key=lambda r: totals[r] / capacity(board, r))
+    raise DesignError(f"{plan.graph.path}: the balanced design's channel FIFOs on forked streams take more than the "
+                      f"cap allows ({binding}: {totals[binding] / capacity(board, binding):.0%} after {BACKLOG_ROUNDS} "
+                      f"rounds); cut it into more partitions")
+
+
+def backlog_values(design) -> dict:
+    """{channel name: values waiting in it} on the loops of forked streams (model.channel_backlogs)."""
+    widths = {name: design.of(producer).width_out for segment in design.plan.segments
+              for name, producer, _, _ in channels(segment)}
+    return {name: words * widths[name] for name, words in channel_backlogs(design).items()}

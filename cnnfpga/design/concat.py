@@ -1,5 +1,6 @@
 """Concat stages (kernels/concat.cl): blobs joined along the channels, one streamed in, the others
-(the stage's `sides`, an inception or fire module's other branches) read from DDR.
+(the stage's `sides`, an inception or fire module's other branches) through ports of their own:
+channels from the stages of the segment writing them, or DDR.
 
 Each pixel's output is the words of every input in the layer's order, so one word never holds
 channels of two inputs: the width divides the channels of every input but the last (whose last
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from ..precision import Fixed, storage_bits
 from .cost import CONVERT_LOGIC, DDR_PORT_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC
-from .stage import Resources, Schedule, padded, refuse, refuse_unless_as_wide, side_bytes
+from .stage import Resources, Schedule, padded, refuse, refuse_unless_as_wide, side_bytes, side_ports
 
 MUX_BITS_PER_LOGIC = 4     # an input bit of a multiplexer per logic unit, about (a 6-input LUT: a 4:1 mux)
 
@@ -68,13 +69,13 @@ def arrays(stage, design) -> tuple:
 
 def resources(stage, design, sched: Schedule, board) -> Resources:
     """Per lane and per input in another format than the output, its conversion (fixed point: a
-    requantiser; float: a quantiser or fp16 rounding); a DDR port per input read from DDR; the
+    requantiser; float: a quantiser or fp16 rounding); a DDR port per other input read from DDR; the
     multiplexer choosing the input (a logic unit per MUX_BITS_PER_LOGIC bits of the inputs' words);
     the stage's control."""
     lanes, out = design.width_in, stage.precision.outputs
     conversions = sum(REQUANTIZE_LOGIC if isinstance(fmt, Fixed) and isinstance(out, Fixed) else CONVERT_LOGIC
                       for fmt in input_formats(stage) if fmt != out)
     bits = storage_bits(out)
-    logic = STAGE_CONTROL_LOGIC + len(stage.sides) * DDR_PORT_LOGIC + lanes * conversions + \
+    logic = STAGE_CONTROL_LOGIC + side_ports(stage) * DDR_PORT_LOGIC + lanes * conversions + \
         lanes * bits * len(input_channels(stage)) // MUX_BITS_PER_LOGIC
     return Resources(0, 0, 0, logic, ddr_bytes_per_image=side_bytes(stage, design))

@@ -1,12 +1,13 @@
 """Sum stages (kernels/eltwise.cl): an Eltwise SUM of two blobs, one streamed in, the other (the
-stage's side blob, ResNet's shortcut) read from DDR a word at a time alongside it."""
+stage's side blob, ResNet's shortcut) a word at a time alongside it -- from a channel where the
+segment writes it (a forked stream), else from DDR."""
 from __future__ import annotations
 
 from ..precision import Fixed
 from . import relu
 from .cost import DDR_PORT_LOGIC, REQUANTIZE_LOGIC, STAGE_CONTROL_LOGIC, adder_logic, float_adds_cost
 from .pool import lane_conversion_logic
-from .stage import Resources, Schedule, refuse_unless_as_wide, side_bytes
+from .stage import Resources, Schedule, refuse_unless_as_wide, side_bytes, side_ports
 
 
 def check(stage, design) -> None:
@@ -47,10 +48,11 @@ def arrays(stage, design) -> tuple:
 
 def resources(stage, design, sched: Schedule, board) -> Resources:
     """Per lane an adder (fixed point: of the aligned operands; float: an fp32 add) and the output
-    conversion (fixed point: rounding and saturating the sum); the side blob's DDR port and traffic;
+    conversion (fixed point: rounding and saturating the sum); the side blob's DDR port and traffic
+    where it comes from DDR;
     the stage's control."""
     lanes, p = design.width_in, stage.precision
-    logic, dsp = STAGE_CONTROL_LOGIC + DDR_PORT_LOGIC, 0
+    logic, dsp = STAGE_CONTROL_LOGIC + side_ports(stage) * DDR_PORT_LOGIC, 0
     if isinstance(p.inputs, Fixed):
         _, in_shift, side_shift = shifts(stage)
         bits = max(p.inputs.total_bits + in_shift, p.sides[0].total_bits + side_shift) + 1

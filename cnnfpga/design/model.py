@@ -7,23 +7,28 @@ module adds the channel FIFOs and the segments' DDR ports, sums them, and runs t
 
 The pipeline model (``run_stages``): the stages of a segment run at once; each runs its own
 schedule phase by phase (a phase of a window stage is an output row), and a phase that reads from a
-channel cannot finish before the producer has written what it reads.  A producer's writes are
-spread evenly over each of its phases; FIFOs are taken to be deep enough that a producer never
-waits for its consumer (cnnfpga.design.size_channels sizes them to a phase's burst).  Segments run
-one after another (the host works between them), the first stage reads DDR at one word per cycle,
-and a launch first loads every stage's weights (LOAD_WIDTH values per cycle, in parallel).
+channel cannot finish before the producer has written what it reads (a sum or a concat reads each of
+its inputs in proportion to its words).  A producer's writes are spread evenly over each of its
+phases; FIFOs are taken to be deep enough that a producer never waits for its consumer
+(cnnfpga.design.size_channels sizes them so: to a phase's burst, and from a fork to a join to the
+backlog this model finds, ``channel_backlogs``).  Segments run one after another (the host works
+between them), a stage reads DDR at one word per cycle, and a launch first loads every stage's
+weights (LOAD_WIDTH values per cycle, in parallel).
 """
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 from ..errors import DesignError
 from ..precision import Fixed, storage_bits
-from . import channel_name, kind
+from . import kind
+from ..placement import as_4d
+from .streams import channels
 from .boards import logic_multiplier_cost, multipliers_per_block
 from .cost import DDR_PORT_LOGIC, memory_cost
-from .stage import Resources, ceil_div
+from .stage import Resources, ceil_div, padded
 
 RESOURCES = ("dsp", "ram_blocks", "logic")
 
@@ -48,7 +53,7 @@ class Evaluation:
     segment_cycles: list = field(default_factory=list)   # cycles of each timing group for the batch
     host_seconds: float = 0.0
     groups: list = field(default_factory=list)           # timing_groups(design)
-    links: dict = field(default_factory=dict)            # stage index -> Link (a chain's boards)
+    links: dict = field(default_factory=dict)            # (stage index, input position) -> Link (a chain's boards)
     partition_totals: list = field(default_factory=list)  # Resources of each partition's program
 
     # -- resources -------------------------------------------------------------------------------
@@ -75,9 +80,10 @@ class Evaluation:
         iters = {cost.stage.index: cost.schedule.image_cycles for cost in self.stages}
         total = 0
         for group in self.groups:
+            indices = {stage.index for stage in group}
             total += max(max(iters[stage.index] for stage in group),
-                         max((link_cycles(self.design, stage, self.links[stage.index])
-                              for stage in group if stage.index in self.links), default=0))
+                         max((link_cycles(self.design, self.design.plan.stage(index), position, link)
+                              for (index, position), link in self.links.items() if index in indices), default=0))
         return total
 
     @property
@@ -161,24 +167,29 @@ def channel_costs(design, board) -> dict:
     """(RAM blocks, logic) of every channel FIFO: its depth in words of the edge's width x storage bits."""
     costs = {}
     for segment in design.plan.segments:
-        for producer, consumer in zip(segment.stages, segment.stages[1:]):
-            name = f"ch_{producer.index}_{consumer.index}"
+        for name, producer, _, _ in channels(segment):
             width_bits = design.of(producer).width_out * storage_bits(producer.precision.outputs)
             costs[name] = memory_cost(board, width_bits, design.channel_depths[name])
     return costs
 
 
+def ddr_ports(segment) -> int:
+    """A segment's DDR ports outside its sums and concats (whose kinds count their own): each stage
+    streaming its input from DDR, and each blob it writes."""
+    return sum(stage.from_ddr[stage.streamed] for stage in segment.stages) + len(segment.sinks)
+
+
 def segment_port_logic(plan) -> int:
     """Every segment's DDR input and output ports."""
-    return 2 * DDR_PORT_LOGIC * len(plan.segments)
+    return DDR_PORT_LOGIC * sum(ddr_ports(segment) for segment in plan.segments)
 
 
 def first_input_cycles(design, segment) -> dict:
     """{stage index: the cycle at which its producer writes its first word} for every stage of a
-    segment but the first, were no weights loaded at the launch.  A stage loads its weights before it
-    reads, so loads done by then delay nothing (not even the producer, which could otherwise fill
+    segment reading a channel, were no weights loaded at the launch.  A stage loads its weights before
+    it reads, so loads done by then delay nothing (not even the producer, which could otherwise fill
     the channel and wait)."""
-    return run_stages(design, segment.stages, 1, loads=False)[1]
+    return simulate(design, segment.stages, 1, loads=False).first_inputs
 
 
 @dataclass(frozen=True)
@@ -190,37 +201,80 @@ class Link:
     word_bytes: int            # bytes of one word of the stream it carries
 
 
-def run_stages(design, stages, batch: int, loads: bool = True, links: dict = None) -> tuple:
-    """(cycles to the last output word, {stage index: cycle its producer writes its first word}) of
-    `stages` streaming into one another; links: {stage index: Link} where a stage reads its
-    producer's stream over a link."""
-    producer = None     # (phase end times, cumulative writes at each phase end) of the previous stage
+@dataclass
+class Run:
+    """The pipeline model's run of some stages: when the last word is written, when each stage's first
+    input arrives, and every stage's progress -- (phase end times, cumulative words written) -- and each
+    channel consumer's -- (phase end times, cumulative words read of that input) by (index, position)."""
+    end: float
+    first_inputs: dict
+    writes: dict
+    reads: dict
+
+
+def input_share(design, stage, position: int) -> float:
+    """Words of input `position` a stage reads per word of its streamed input (a concat's inputs differ)."""
+    width = design.of(stage).width_in
+    return padded(as_4d(stage.layer.in_shapes[position])[1], width) / padded(stage.in_shape[1], width)
+
+
+def simulate(design, stages, batch: int, loads: bool = True, links: dict = None, paced: bool = False) -> Run:
+    """`stages` (topological order) streaming into one another; links: {(stage index, input position):
+    Link} where a stage reads a producer's stream over a board link.  An input no stage of `stages`
+    writes comes from DDR and never keeps a stage waiting.  paced: every stage's phases stretched so
+    that it takes as long per image as the slowest -- the pace a pipeline of finite FIFOs settles to,
+    its faster stages waiting on their channels."""
+    links = links or {}
+    writer = {stage.output: stage for stage in stages}
+    progress, reads_of, first_inputs = {}, {}, {}
     end = 0
-    first_inputs = {}
+    slowest = max(design.schedule(stage).image_iters for stage in stages)
     for stage in stages:
         schedule = design.schedule(stage)
+        stretch = slowest / max(1, schedule.image_iters) if paced else 1
+        inputs = []     # (position, producer's progress, arrival function, share of the streamed reads)
+        for position, key in enumerate(stage.inputs):
+            producer = writer.get(key)
+            if producer is None or (stage.from_ddr[position] and (stage.index, position) not in links):
+                continue
+            arrived = link_arrival(links[(stage.index, position)]) if (stage.index, position) in links else time_written
+            inputs.append((position, progress[producer.index], arrived, input_share(design, stage, position)))
         t = 0
-        arrived = time_written if not links or stage.index not in links else link_arrival(links[stage.index])
-        reads_done, ends, written = 0, [], []
-        total_written = 0
+        read_so_far = {position: 0.0 for position, *_ in inputs}
+        read_ends, read_counts = [], {position: [] for position, *_ in inputs}
+        ends, written, total_written = [], [], 0
         # a stage reloading its weights is a segment of its own: its passes run one after another,
         # each loading its share of the weights and reading the batch again from DDR
         for _ in range(schedule.passes):
             t += schedule.launch_iters if loads else 0
             for _ in range(batch):
                 for iters, reads, writes in schedule.phases:
-                    finish = t + iters
-                    if producer is not None and reads:
-                        reads_done += reads
-                        first_inputs.setdefault(stage.index, arrived(producer, 1))
-                        finish = max(finish, arrived(producer, reads_done) + iters - reads + 1)
+                    finish = t + iters * stretch
+                    if reads:
+                        for position, producer, arrived, share in inputs:
+                            words = reads * share
+                            read_so_far[position] += words
+                            first_inputs.setdefault(stage.index, arrived(producer, 1))
+                            # the phase reads in its first iterations and computes in the others
+                            finish = max(finish, arrived(producer, math.ceil(read_so_far[position] - 1e-9)) +
+                                         (iters - min(iters, words) + 1) * stretch)
                     t = finish
                     total_written += writes
                     ends.append(t)
                     written.append(total_written)
-        producer = (ends, written, schedule)
-        end = t
-    return end, first_inputs
+                    read_ends.append(t)
+                    for position in read_counts:
+                        read_counts[position].append(read_so_far[position])
+        progress[stage.index] = (ends, written)
+        for position in read_counts:
+            reads_of[(stage.index, position)] = (read_ends, read_counts[position])
+        end = max(end, t)
+    return Run(end, first_inputs, progress, reads_of)
+
+
+def run_stages(design, stages, batch: int, loads: bool = True, links: dict = None) -> float:
+    """Cycles to the last output word of `stages` streaming into one another (simulate)."""
+    return simulate(design, stages, batch, loads, links).end
 
 
 def link_arrival(link: Link):
@@ -235,7 +289,7 @@ def link_arrival(link: Link):
 
 def time_written(producer, words: int) -> float:
     """When the producer has written `words` words: its writes spread evenly over each phase."""
-    ends, written, _ = producer
+    ends, written = producer
     i = bisect.bisect_left(written, words)
     i = min(i, len(written) - 1)
     start_time = ends[i - 1] if i else 0
@@ -244,6 +298,78 @@ def time_written(producer, words: int) -> float:
     if in_phase <= 0:
         return ends[i]
     return start_time + (ends[i] - start_time) * (words - before) / in_phase
+
+
+def words_written_by(producer, t: float) -> float:
+    """Words the producer has written by time t: its writes spread evenly over each phase."""
+    ends, written = producer
+    i = bisect.bisect_left(ends, t)
+    if i >= len(ends):
+        return written[-1]
+    start_time = ends[i - 1] if i else 0
+    before = written[i - 1] if i else 0
+    if ends[i] <= start_time:
+        return written[i]
+    return before + (written[i] - before) * max(0.0, t - start_time) / (ends[i] - start_time)
+
+
+BACKLOG_IMAGES = 2     # images the backlog run streams: the second starts while the first drains
+
+
+def fork_join_channels(segment) -> set:
+    """Names of the channels on a loop of the segment's streams (taken as undirected: a fork whose
+    branches meet again in a join): where a FIFO that fills up stops the fork, so that the other branch
+    cannot bring the join what it waits for.  A channel every way between two stages passes through
+    (a bridge) can stop its writer but never the other branch of a loop."""
+    edges = channels(segment)
+    sized = set()
+    for name, producer, consumer, _ in edges:
+        others = {}
+        for other, p, c, _ in edges:
+            if other != name:
+                others.setdefault(p.index, []).append(c.index)
+                others.setdefault(c.index, []).append(p.index)
+        seen, todo = {producer.index}, [producer.index]
+        while todo:
+            for nearby in others.get(todo.pop(), ()):
+                if nearby not in seen:
+                    seen.add(nearby)
+                    todo.append(nearby)
+        if consumer.index in seen:
+            sized.add(name)
+    return sized
+
+
+def stream_words(design, stage) -> int:
+    """Words of one image a stage writes."""
+    _, c, h, w = stage.out_shape
+    return h * w * ceil_div(c, design.of(stage).width_out)
+
+
+def channel_backlogs(design) -> dict:
+    """{channel name: the most words waiting in it} for the channels on a loop (fork_join_channels), in
+    the pipeline model's paced run of BACKLOG_IMAGES images (simulate): every stage at the slowest
+    one's pace, as finite FIFOs make them, so that what waits is how far one branch runs ahead of the
+    other -- the words a fork must be able to write into the shorter branch while the longer one brings
+    the join its first.  Weights loading at the launch is left out: a branch still loading only holds
+    the fork up until it starts, it cannot stop it for good.  A consumer has read, by the end of a phase, at least what it read by
+    the end of the one before, and the producer has written what its even writing gives; at most an
+    image's words."""
+    backlogs = {}
+    for segment in design.plan.segments:
+        sized = fork_join_channels(segment)
+        if not sized:
+            continue
+        run = simulate(design, segment.stages, BACKLOG_IMAGES, loads=False, paced=True)
+        for name, producer, consumer, position in channels(segment):
+            if name not in sized:
+                continue
+            ends, counts = run.reads[(consumer.index, position)]
+            waiting = [words_written_by(run.writes[producer.index], t) - (counts[i - 1] if i else 0)
+                       for i, t in enumerate(ends)]
+            # a FIFO holding an image never stops its fork within one (it only runs ahead of the join)
+            backlogs[name] = min(math.ceil(max(waiting, default=0)), stream_words(design, producer))
+    return backlogs
 
 
 def timing_groups(design) -> list:
@@ -260,20 +386,24 @@ def timing_groups(design) -> list:
 
 
 def chain_links(design, board, fmax_mhz: float, groups: list) -> dict:
-    """{stage index: Link} for the stages a chain of boards feeds over the board-to-board link."""
+    """{(stage index, input position): Link} for the inputs a chain of boards feeds over the
+    board-to-board link: what a stage of a partition reads from one of the partition before."""
     links, linked = {}, design.links()
     for group in groups:
-        for producer, consumer in zip(group, group[1:]):
-            if consumer.index in linked:
-                word_bytes = design.of(producer).width_out * storage_bits(producer.precision.outputs) // 8
-                links[consumer.index] = Link(board.link_latency_us * fmax_mhz, board.link_gbs * 1e3 / fmax_mhz,
-                                             word_bytes)
+        writer = {stage.output: stage for stage in group}
+        for consumer in group:
+            for position, (key, ddr) in enumerate(zip(consumer.inputs, consumer.from_ddr)):
+                producer = writer.get(key)
+                if consumer.index in linked and ddr and producer is not None and producer.index not in linked:
+                    word_bytes = design.of(producer).width_out * storage_bits(producer.precision.outputs) // 8
+                    links[(consumer.index, position)] = Link(board.link_latency_us * fmax_mhz,
+                                                             board.link_gbs * 1e3 / fmax_mhz, word_bytes)
     return links
 
 
-def link_cycles(design, stage, link: Link) -> float:
-    """Cycles per image the link into `stage` needs for the stream it carries."""
-    _, c, h, w = stage.in_shape
+def link_cycles(design, stage, position: int, link: Link) -> float:
+    """Cycles per image the link into input `position` of `stage` needs for the stream it carries."""
+    _, c, h, w = as_4d(stage.layer.in_shapes[position])
     return h * w * ceil_div(c, design.of(stage).width_in) * link.word_bytes / link.bytes_per_cycle
 
 
@@ -288,7 +418,7 @@ def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds
         schedule = design.schedule(stage)
         resources = kind(stage).resources(stage, design.of(stage), schedule, board)
         costs[stage.index] = StageCost(stage, schedule, resources, stage_macs(stage))
-    channels = channel_costs(design, board)
+    channels_cost = channel_costs(design, board)
     groups = timing_groups(design)
     links = chain_links(design, board, fmax, groups) if design.fpgas > 1 else {}
     partition_totals = []
@@ -297,18 +427,21 @@ def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds
         for stage in plan.stages:
             totals = totals + costs[stage.index].resources
         for segment in plan.segments:
-            for producer, consumer in zip(segment.stages, segment.stages[1:]):
-                blocks, logic = channels[channel_name(producer, consumer)]
+            for name, *_ in channels(segment):
+                blocks, logic = channels_cost[name]
                 totals.ram_blocks += blocks
                 totals.logic += logic
-            first, last = segment.stages[0], segment.stages[-1]
             # a stage reloading its weights reads its input once per pass, and writes a share each pass
-            if first.index not in links:
-                totals.ddr_bytes_per_image += first.passes * ddr_bytes(first, design.of(first).width_in,
-                                                                       first.in_shape, first.precision.inputs)
-            if not any(next_stage.index in links for next_stage in successors(design, last)):
-                totals.ddr_bytes_per_image += last.passes * ddr_bytes(last, design.of(last).width_out,
-                                                                      last.out_shape, last.precision.outputs)
+            for stage in segment.stages:
+                if stage.from_ddr[stage.streamed] and (stage.index, stage.streamed) not in links:
+                    totals.ddr_bytes_per_image += stage.passes * ddr_bytes(stage, design.of(stage).width_in,
+                                                                           stage.in_shape, stage.precision.inputs)
+            linked_reads = {stage.inputs[position] for (index, position) in links
+                            for stage in [design.plan.stage(index)]}
+            for stage in segment.sink_stages():
+                if stage.output not in linked_reads:
+                    totals.ddr_bytes_per_image += stage.passes * ddr_bytes(stage, design.of(stage).width_out,
+                                                                           stage.out_shape, stage.precision.outputs)
         totals.logic += segment_port_logic(plan)
         partition_totals.append(totals)
     totals = Resources(*(max(getattr(t, name) for t in partition_totals)
@@ -316,16 +449,10 @@ def evaluate(design, board, batch: int = 1, fmax_mhz: float = None, host_seconds
                        sum(t.ddr_bytes_per_image for t in partition_totals),
                        sum(t.ddr_bytes_per_launch for t in partition_totals))
     evaluation = Evaluation(design, board, batch, fmax, [costs[stage.index] for stage in design.plan.stages],
-                            channels, totals, host_seconds=host_seconds, groups=groups, links=links,
+                            channels_cost, totals, host_seconds=host_seconds, groups=groups, links=links,
                             partition_totals=partition_totals)
-    evaluation.segment_cycles = [run_stages(design, group, batch, links=links)[0] for group in groups]
+    evaluation.segment_cycles = [run_stages(design, group, batch, links=links) for group in groups]
     return evaluation
-
-
-def successors(design, stage) -> list:
-    """The first stages of segments reading what `stage` writes at the end of its segment."""
-    sink = next(segment.sink for segment in design.plan.segments if segment.stages[-1] is stage)
-    return [segment.stages[0] for segment in design.plan.segments if segment.source == sink]
 
 
 def ddr_bytes(stage, width: int, shape, fmt) -> int:

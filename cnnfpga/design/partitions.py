@@ -8,11 +8,11 @@
   board, all running at once, the stream between them over the board-to-board link.
 
 A partition is a run of consecutive device stages in plan order; it starts a new segment where it
-cuts a stream (placement.cut_at).  Each partition is balanced on its own (cnnfpga.design.balance)
+cuts a segment's streams (placement.cut_at: every stream crossing the cut goes through DDR).  Each partition is balanced on its own (cnnfpga.design.balance)
 with the whole board to itself.  Where the cuts go:
 
 - a number of partitions: the cuts that split the convolutions' multiply-accumulates most evenly
-  (each cut at the stage whose input stream is smallest among those splitting as evenly), every
+  (each cut where the fewest values cross it among those splitting as evenly), every
   partition fitting the board at its smallest;
 - "auto": the fewest partitions that fit (each grown while it still fits at its smallest, with and
   without giving convolutions that reload their weights more passes to share a program), then up to
@@ -50,7 +50,8 @@ def stage_groups(plan, starts) -> list:
 
 def misfit(plan, stages, board, max_util: float) -> str:
     """Why a partition of `stages` does not fit under the cap even at its smallest design ("" where it fits)."""
-    cut = cut_at(plan, [stages[0].index, *[s.index for s in plan.stages if s.index > stages[-1].index][:1]])
+    order = [s.index for s in plan.stages]
+    cut = cut_at(plan, [stages[0].index, *order[order.index(stages[-1].index) + 1:][:1]])
     search = Search(cut.only(stage.index for stage in stages), board, 1, "throughput", max_util, None, 0.0)
     try:
         search.fit_smallest()
@@ -75,9 +76,24 @@ def with_reloading(plan, board, max_util: float):
     return plan
 
 
+def crossing_values(plan) -> list:
+    """For each stage (plan order), the values per image of the streams a cut before it sends through DDR:
+    what the stages before it in its segment write and it or later ones read (several where branches
+    run beside each other; the stage's input where the segment is a chain)."""
+    values = []
+    for segment in plan.segments:
+        written = {}
+        for k, stage in enumerate(segment.stages):
+            read_later = {key for later in segment.stages[k:] for key in later.inputs}
+            values.append(sum(count for key, count in written.items() if key in read_later) or
+                          math.prod(stage.in_shape[1:]))
+            written[stage.output] = math.prod(stage.out_shape[1:]) * stage.passes
+    return values
+
+
 def even_starts(plan, count: int) -> list:
     """The first stages of partitions 2..count that split the convolutions' MACs most evenly; among
-    equally even cuts, the one whose stream is smallest."""
+    equally even cuts, the one sending the fewest values through DDR (crossing_values)."""
     stages = plan.stages
     if not 1 <= count <= len(stages):
         raise DesignError(f"{count} partition(s) asked for, but the net has {len(stages)} device stage(s)")
@@ -86,11 +102,12 @@ def even_starts(plan, count: int) -> list:
     for stage in stages:
         prefix.append(done)             # MACs before this stage
         done += stage_macs(stage)
+    crossing = crossing_values(plan)
     starts, last = [], 0
     for k in range(1, count):
         target = total * k / count
         options = range(last + 1, len(stages) - (count - 1 - k))
-        best = min(options, key=lambda i: (abs(prefix[i] - target), math.prod(stages[i].in_shape[1:]), i))
+        best = min(options, key=lambda i: (abs(prefix[i] - target), crossing[i], i))
         starts.append(stages[best].index)
         last = best
     return starts
@@ -180,7 +197,7 @@ def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, o
         counts = range(min(grown), min(len(plan.stages), max(grown) + MORE_PARTITIONS_TRIED) + 1)
         if fpgas > 1:
             counts = [fpgas]
-        designs = []
+        designs, refusals = [], []
         for count in counts:
             # the reconfigurations alone take longer than the best design so far: more partitions only add
             floor = count * board.reconfiguration_s / (1 if objective == "latency" else batch)
@@ -194,10 +211,13 @@ def design_partitions(plan, board, partitions, fpgas: int = 1, batch: int = 1, o
                 try:
                     design = partitioned(option_plan, board, starts, fpgas, batch, objective, max_util, fmax_mhz,
                                          host_seconds)
-                except DesignError:
+                except DesignError as error:
+                    refusals.append(f"{count} partition(s): {error}")
                     continue
                 designs.append((objective_seconds(design, board, batch, objective, fmax_mhz, host_seconds),
                                 count, design))
+        if not designs:
+            raise DesignError(f"no partitioning of {plan.graph.path} fits {board.name}: " + "; ".join(refusals))
         return min(designs, key=lambda d: d[:2])[2]
     return partitioned(plan, board, even_starts(plan, partitions), fpgas, batch, objective, max_util, fmax_mhz,
                        host_seconds)

@@ -131,7 +131,12 @@ def refuse_unless_as_wide(stage, design, what: str) -> None:
 
 
 def side_bytes(stage, design) -> int:
-    """Bytes of a sum's or a concat's inputs read from DDR per image, each in its own format, in words
-    of the stage's width."""
+    """Bytes of a sum's or a concat's other inputs read from DDR per image (not those streamed from its
+    segment), each in its own format, in words of the stage's width."""
     return sum(h * w * padded(c, design.width_in) * storage_bits(fmt) // 8
-               for (_, c, h, w), fmt in zip(stage.side_shapes, stage.precision.sides))
+               for (_, c, h, w), fmt, ddr in zip(stage.side_shapes, stage.precision.sides, stage.sides_from_ddr) if ddr)
+
+
+def side_ports(stage) -> int:
+    """A sum's or a concat's other inputs read through DDR ports of their own."""
+    return sum(stage.sides_from_ddr)

@@ -21,14 +21,15 @@ def verify(graph, design, device=None, seed: int = 0) -> dict:
     plan = net.plan
     written = plan.written_blobs()
     host_fed = plan.host_fed_segments()
-    after_host = {plan.blob_names[s.sink] for s in host_fed} & set(written)
+    after_host = {plan.blob_names[key] for s in host_fed for key in s.sinks} & set(written)
     formats = {stage.precision.inputs.__class__ for stage in plan.stages} | \
               {stage.precision.outputs.__class__ for stage in plan.stages}
     golden = forward_fixed(plan.graph, x, plan.precisions)
     if formats <= {Fixed} or formats <= {Half}:
         errors = [float(np.abs(got[b] - golden.blobs[b]).max()) for b in written]
         if formats <= {Fixed}:
-            steps = {plan.blob_names[s.sink]: 2.0 ** -s.stages[-1].precision.outputs.frac_bits for s in plan.segments}
+            steps = {plan.blob_names[key]: 2.0 ** -s.producer(key).precision.outputs.frac_bits
+                     for s in plan.segments for key in s.sinks}
             exact = [b for b, e in zip(written, errors) if b not in after_host and e > 0]
             near = [b for b, e in zip(written, errors) if b in after_host and e > steps[b]]
             checked = [stage.name for s in plan.segments if s not in host_fed for stage in s.stages]

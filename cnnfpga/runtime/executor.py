@@ -20,7 +20,7 @@ from ..design import default_design, kind
 from ..design.stage import padded
 from ..errors import DeviceError
 from ..layers import REGISTRY
-from ..placement import HostStep, Segment, filter_pass, place
+from ..placement import HostStep, Segment, as_4d, filter_pass, place
 from ..precision import Fixed, Float, Half, calibration_statistics, dequantize, quantize, storage_dtype
 from ..reference import check_inputs
 from .device import build_program, host_cores_but_one, is_emulator, is_fpga, select_device
@@ -91,10 +91,18 @@ class SegmentRun:
     """A segment enqueued on a batch (DeviceNet.start_segment), for DeviceNet.finish_segment."""
     segment: Segment
     events: list          # (stage index, kernel event) for the stages' device times
-    reads: list           # the events of the output's copies into `outs`
-    outs: list            # the sink blob in the stream layout, once `reads` are complete: one per pass
-                          # of a stage reloading its weights (each a share of the channels), else one
+    reads: list           # the events of the outputs' copies into `outs`
+    outs: dict            # sink key -> the blob in the stream layout, once `reads` are complete: one per
+                          # pass of a stage reloading its weights (each a share of the channels), else one
     sources: list         # the host arrays the input copies read: alive until the queue has run them
+    n: int                # images
+
+
+@dataclass
+class OnDevice:
+    """An input a segment takes where another segment's run wrote it, in device memory (_hands_over)."""
+    run: SegmentRun
+    key: str
 
 
 def describe_line(program_code):
@@ -212,25 +220,27 @@ class DeviceNet:
     inject:     {stage index: source text} added to that stage's code (to test build errors and stalls)
     host_threads: threads an inner product is split over in forward() (default: one per CPU);
                 forward_stream uses one, the device's threads have the other cores
+    keep:       names of blobs to write to device memory and return from forward() even where they
+                stream between the stages of a segment (placement.place); not with design=
     """
 
     def __init__(self, graph, precision="float", device=None, calibration=None, bitstream=None,
                  prune_threshold: float = 0.0, parallelism: dict = None, variant: str = "fpga",
                  inject: dict = None, host_threads: int = None, design=None, count_cycles: bool = False,
-                 stall_seconds: float = None):
+                 stall_seconds: float = None, keep=()):
         self.graph = graph
         self.host_threads = host_threads or os.cpu_count() or 1
         if design is not None:
-            if calibration is not None or parallelism is not None:
-                raise DeviceError(f"{graph.path}: a design fixes precision and parallelism; pass no calibration= "
-                                  f"or parallelism= with it")
+            if calibration is not None or parallelism is not None or keep:
+                raise DeviceError(f"{graph.path}: a design fixes precision, parallelism and what its segments "
+                                  f"write; pass no calibration=, parallelism= or keep= with it")
             self.plan = design.plan
         else:
             stats = calibration_statistics(graph, calibration)
-            self.plan = place(graph, precision, stats)
+            self.plan = place(graph, precision, stats, keep=keep)
             narrow = fast.narrow_concats(self.plan) if variant == "fast" else {}
             if narrow:
-                self.plan = place(graph, precision, stats, host_layers=narrow)
+                self.plan = place(graph, precision, stats, host_layers=narrow, keep=keep)
             design = default_design(self.plan, parallelism, variant)
         self.design = design
         selectors = list(device) if isinstance(device, (list, tuple)) else [device]
@@ -401,7 +411,7 @@ class DeviceNet:
 
             def device_finished(started):
                 values, run = started
-                values[run.segment.sink] = self.finish_segment(run)
+                values.update(self.finish_segment(run))
                 return values
 
             for inputs in batches:
@@ -417,8 +427,8 @@ class DeviceNet:
                 queue = self.sub_queue if self.stream_split_cores.get(n) else self.queue
                 if one_segment:
                     segment = self.head[0]
-                    started = (values, self.start_segment(segment, values[segment.source], queue,
-                                                          self.side_inputs(segment, lambda key, *_: values[key])))
+                    started = (values, self.start_segment(segment, self.segment_inputs(segment, lambda key, *_: values[key]),
+                                                          queue))
                     if ahead is None:
                         ahead = started
                         continue
@@ -482,23 +492,22 @@ class DeviceNet:
         segment reading it takes it where it lies, in device memory (as a board's next segment finds
         it in DDR), where its port wants it as written, so that the whole run of segments is on the
         device's queue while the host reads back and converts the first outputs."""
-        started = {}   # sink key -> SegmentRun on the queue, not yet waited for
+        started = {}   # sink key -> the SegmentRun writing it (its buffers hold it after it is read back)
 
         def value(key):
-            if key in started:
-                values[key] = self.finish_segment(started.pop(key))
+            if key in started and key not in values:
+                values.update(self.finish_segment(started[key]))
             return values[key]
 
         def operand(key, stage, port):
             """What a segment's `port` (of `stage`) reads: the run writing it, left on the device, or its value."""
             run = started.get(key)
-            return run if run is not None and self._hands_over(run, stage, port) else value(key)
+            return OnDevice(run, key) if run is not None and self._hands_over(run, key, stage, port) else value(key)
 
         for step in steps:
             if isinstance(step, Segment):
-                first = step.stages[0]
-                source = operand(step.source, first, self.codes[first.index].source_in)
-                started[step.sink] = self.start_segment(step, source, queue, self.side_inputs(step, operand))
+                run = self.start_segment(step, self.segment_inputs(step, operand), queue)
+                started.update((key, run) for key in step.sinks)
             else:
                 outputs = self.run_host(step, [value(k) for k in step.inputs], host_threads)
                 values.update(zip(step.outputs, outputs))
@@ -506,22 +515,34 @@ class DeviceNet:
             value(key)
         return values
 
-    def side_inputs(self, segment: Segment, value) -> dict:
-        """{stage index: [its inputs read from DDR]} of the sums and concats in `segment`;
-        value(key, stage, port) -> a blob, or the SegmentRun writing it (_hands_over)."""
-        return {stage.index: [value(key, stage, port) for key, port in zip(stage.sides, self.codes[stage.index].sides)]
-                for stage in segment.stages if stage.sides}
+    def segment_inputs(self, segment: Segment, value) -> dict:
+        """{(stage index, input position): what that DDR port reads} for a segment; value(key, stage,
+        port) -> a blob, or where a run left it on the device (OnDevice)."""
+        inputs = {}
+        for stage in segment.stages:
+            ports = self.input_ports(stage)
+            for position, (key, ddr) in enumerate(zip(stage.inputs, stage.from_ddr)):
+                if ddr:
+                    inputs[(stage.index, position)] = value(key, stage, ports[position])
+        return inputs
 
-    def _hands_over(self, run: "SegmentRun", stage, port) -> bool:
-        """Can `port` of `stage` read what `run` writes straight from the device's memory?  Where the port
-        wants that blob in the format it was written in -- in words of the same width, or of another where
-        a kernel can lay it out again (not on an FPGA platform: there only the design's kernels run) --,
-        the two segments share a device, the run is not the passes of a stage reloading its weights, and
-        the net runs on one device (on several, chain_stream runs batches at once in threads of their
-        own, which share the buffers)."""
-        out = self.codes[run.segment.stages[-1].index].source_out
+    def input_ports(self, stage) -> list:
+        """A stage's input ports in the layer's order."""
+        code = self.codes[stage.index]
+        ports = list(code.sides)
+        ports.insert(stage.streamed, code.source_in)
+        return ports
+
+    def _hands_over(self, run: "SegmentRun", key: str, stage, port) -> bool:
+        """Can `port` of `stage` read `key`, which `run` writes, straight from the device's memory?  Where
+        the port wants that blob in the format it was written in -- in words of the same width, or of
+        another where a kernel can lay it out again (not on an FPGA platform: there only the design's
+        kernels run) --, the two segments share a device, the run is not the passes of a stage
+        reloading its weights, and the net runs on one device (on several, chain_stream runs batches
+        at once in threads of their own, which share the buffers)."""
+        out = self.codes[run.segment.producer(key).index].sink
         where = self.place_of[stage.index]
-        return (len(self.places) == 1 and len(run.outs) == 1 and port.fmt == out.fmt
+        return (len(self.places) == 1 and len(run.outs[key]) == 1 and port.fmt == out.fmt
                 and (port.width == out.width or not where.fpga)
                 and self.place_of[run.segment.stages[0].index] is where)
 
@@ -529,16 +550,15 @@ class DeviceNet:
         return {name: values[key] for name, key in self.plan.final_keys.items() if key in values}
 
     def _port_buffers(self, segment: Segment, n: int) -> dict:
-        """The DDR input, the channels (emulated: buffers holding the whole stream; on an FPGA
-        platform real channels, no buffer) and the DDR output of a segment for n images; allocated
+        """The DDR inputs, the channels (emulated: buffers holding the whole stream; on an FPGA
+        platform real channels, no buffer) and the DDR outputs of a segment for n images; allocated
         once per segment and batch size."""
         key, where = (id(segment), n), self.place_of[segment.stages[0].index]
         if key not in where.buffers:
-            first = self.codes[segment.stages[0].index].source_in
-            ports = [(first, segment.stages[0].in_shape)]
-            ports += [(self.codes[stage.index].source_out, stage.out_shape) for stage in segment.stages]
-            ports += [(port, shape) for stage in segment.stages
-                      for port, shape in zip(self.codes[stage.index].sides, stage.side_shapes)]
+            ports = []
+            for stage in segment.stages:
+                ports += [(port, as_4d(shape)) for port, shape in zip(self.input_ports(stage), stage.layer.in_shapes)]
+                ports += [(port, stage.out_shape) for port in self.codes[stage.index].outs]
             where.buffers[key] = {
                 port.name: cl.Buffer(where.context, cl.mem_flags.READ_WRITE,
                                      n * h * w * padded(c, port.width) * storage_dtype(port.fmt).itemsize)
@@ -547,8 +567,7 @@ class DeviceNet:
 
     def _port_args(self, code, port_buffers: dict) -> list:
         fpga = self.place_of[code.stage.index].fpga
-        return [port_buffers[port.name] for port in (code.source_in, code.source_out, *code.sides)
-                if not (fpga and port.channel)]
+        return [port_buffers[port.name] for port in code.ports if not (fpga and port.channel)]
 
     def _winograd_scratch(self, where: DevicePlace, n: int) -> tuple:
         """The transformed inputs V and products M of a Winograd stage for n images: one pair per device,
@@ -593,31 +612,31 @@ class DeviceNet:
         cl.enqueue_nd_range_kernel(queue, where.layout_kernel, (fast.padded(c) // 8, n * h), (1, 1))
         return x
 
-    def start_segment(self, segment: Segment, x, queue=None, sides: dict = None) -> "SegmentRun":
-        """Enqueue a segment on a batch `x` (an array, or the SegmentRun writing it: _hands_over): the
-        input copies, every stage, the output read.  Where channels
-        are emulated nothing waits; on an FPGA platform the stages run at once, each on its own
-        queue, and this returns once they have all finished (or raises if they stall).  `queue`: one of
-        the device's own (forward_stream's choice of cores); on several devices, the segment's device's.
-        sides: {stage index: [its inputs read from DDR]} for the sums and concats in the segment (side_inputs)."""
+    def start_segment(self, segment: Segment, inputs: dict, queue=None) -> "SegmentRun":
+        """Enqueue a segment on a batch: the input copies, every stage, the outputs' reads.  inputs:
+        {(stage index, input position): blob, or OnDevice} for every DDR input port (segment_inputs).
+        Where channels are emulated nothing waits; on an FPGA platform the stages run at once, each on
+        its own queue, and this returns once they have all finished (or raises if they stall).
+        `queue`: one of the device's own (forward_stream's choice of cores); on several devices, the
+        segment's device's."""
         where = self.place_of[segment.stages[0].index]
         with where.lock:
-            return self._start_segment(where, segment, x, queue if queue is not None and len(self.places) == 1
-                                       else where.queue, sides or {})
+            return self._start_segment(where, segment, inputs, queue if queue is not None and len(self.places) == 1
+                                       else where.queue)
 
-    def _start_segment(self, where: DevicePlace, segment: Segment, x, queue, sides: dict) -> "SegmentRun":
-        n = x.outs[0].shape[0] if isinstance(x, SegmentRun) else x.shape[0]
-        first, last = self.codes[segment.stages[0].index], self.codes[segment.stages[-1].index]
+    def _start_segment(self, where: DevicePlace, segment: Segment, inputs: dict, queue) -> "SegmentRun":
+        first = next(iter(inputs.values()))
+        n = first.run.n if isinstance(first, OnDevice) else first.shape[0]
         port_buffers = self._port_buffers(segment, n)
-        first_stage = segment.stages[0]
-        source = self._copy_in(queue, first_stage, x, first_stage.in_shape, first.source_in, port_buffers)
-        # the inputs each sum or concat reads from DDR, each in its own format
-        sources = [source] + [self._copy_in(queue, stage, blob, shape, port, port_buffers)
-                              for stage in segment.stages
-                              for blob, shape, port in zip(sides.get(stage.index, ()), stage.side_shapes,
-                                                           self.codes[stage.index].sides)]
-        _, c, h, w = segment.stages[-1].out_shape
-        events, reads, outs = [], [], []
+        sources = []
+        for stage in segment.stages:   # each DDR input in its port's format
+            ports = self.input_ports(stage)
+            for position, shape in enumerate(stage.layer.in_shapes):
+                if stage.from_ddr[position]:
+                    sources.append(self._copy_in(queue, stage, inputs[(stage.index, position)], as_4d(shape),
+                                                 ports[position], port_buffers))
+        events, reads = [], []
+        outs = {key: [] for key in segment.sinks}
         # a conv reloading its weights is a segment of its own, run once per pass over the same input
         for number in range(segment.stages[0].passes):
             if where.fpga:
@@ -626,21 +645,26 @@ class DeviceNet:
             else:
                 for stage in segment.stages:
                     events += self._enqueue_stage(queue, stage, port_buffers, n, number)
-            outs.append(np.empty((n, h, w, padded(c, last.source_out.width)), storage_dtype(last.source_out.fmt)))
-            reads.append(cl.enqueue_copy(queue, outs[-1], port_buffers[last.source_out.name], is_blocking=False))
-        return SegmentRun(segment, events, reads, outs, sources)
+            for key in segment.sinks:
+                stage = segment.producer(key)
+                port = self.codes[stage.index].sink
+                _, c, h, w = stage.out_shape
+                outs[key].append(np.empty((n, h, w, padded(c, port.width)), storage_dtype(port.fmt)))
+                reads.append(cl.enqueue_copy(queue, outs[key][-1], port_buffers[port.name], is_blocking=False))
+        return SegmentRun(segment, events, reads, outs, sources, n)
 
-    def _copy_in(self, queue, stage, blob: np.ndarray, shape, port, port_buffers: dict) -> np.ndarray:
+    def _copy_in(self, queue, stage, blob, shape, port, port_buffers: dict) -> np.ndarray:
         """Enqueue the copy of `blob`, an input of `stage` of (N, C, H, W) `shape`, into `port`'s buffer,
         converted by the host into the port's format and stream layout (values that saturated count
         against the stage) -- or, a float blob where the fast variant has its layout kernel, copied as
         it is and laid out on the device.  Returns the host array the copy reads, which must live
-        until the queue has run it.  `blob` may be the SegmentRun writing it (_hands_over): its output
-        buffer is then copied on the device, nothing converted."""
-        if isinstance(blob, SegmentRun):
-            out = self.codes[blob.segment.stages[-1].index].source_out
-            n, h, w, _ = blob.outs[0].shape
-            written = self._port_buffers(blob.segment, n)[out.name]
+        until the queue has run it.  `blob` may be OnDevice (_hands_over): the buffer another run wrote
+        it into is then copied on the device, nothing converted."""
+        if isinstance(blob, OnDevice):
+            run = blob.run
+            out = self.codes[run.segment.producer(blob.key).index].sink
+            written = self._port_buffers(run.segment, run.n)[out.name]
+            h, w = shape[2], shape[3]
             if port.width == out.width:
                 cl.enqueue_copy(queue, port_buffers[port.name], written)
             else:
@@ -648,7 +672,7 @@ class DeviceNet:
                 kernel = self.place_of[stage.index].relayout()
                 kernel.set_args(written, port_buffers[port.name], np.int32(c), np.int32(padded(c, out.width)),
                                 np.int32(padded(c, port.width)), np.int32(storage_dtype(port.fmt).itemsize))
-                cl.enqueue_nd_range_kernel(queue, kernel, (n * h * w, padded(c, port.width)), None)
+                cl.enqueue_nd_range_kernel(queue, kernel, (run.n * h * w, padded(c, port.width)), None)
             return None
         blob = blob.reshape((len(blob),) + tuple(shape[1:]))   # another rank as placement.as_4d has it
         where = self.place_of[stage.index]
@@ -663,22 +687,27 @@ class DeviceNet:
         """One stage's kernel(s) on `queue` (pass `number` of a conv reloading its weights):
         [(stage index, event)]."""
         code = self.codes[stage.index]
-        if code.winograd:
-            return [(stage.index, event) for event in self._enqueue_winograd(
-                queue, stage, port_buffers[code.source_in.name], port_buffers[code.source_out.name], n)]
+        if code.fast:   # an NDRange kernel writes one buffer; a forked stream's others are its copies
+            source, sink = port_buffers[code.source_in.name], port_buffers[code.outs[0].name]
+            if code.winograd:
+                events = self._enqueue_winograd(queue, stage, source, sink, n)
+            else:
+                kernel = self.kernels[stage.index]
+                kernel.set_args(source, sink, *self.stage_args[stage.index][number], np.uint32(n))
+                pixels = n * stage.out_shape[2] * stage.out_shape[3]
+                if code.ndrange:
+                    _, blocks, rows = code.ndrange
+                    # one work-item per work-group: each already holds a register tile, and PoCL's own
+                    # vectorisation across work-items only gets in the way of the float16 arithmetic
+                    events = [cl.enqueue_nd_range_kernel(queue, kernel, (-(-pixels // rows), blocks), (1, 1))]
+                else:
+                    events = [cl.enqueue_nd_range_kernel(queue, kernel, (pixels,), (1,))]
+            for port in code.outs[1:]:
+                cl.enqueue_copy(queue, port_buffers[port.name], sink)
+            return [(stage.index, event) for event in events]
         kernel = self.kernels[stage.index]
         kernel.set_args(*self._port_args(code, port_buffers), *self.stage_args[stage.index][number], np.uint32(n))
-        if code.ndrange:
-            _, blocks, rows = code.ndrange
-            pixels = n * stage.out_shape[2] * stage.out_shape[3]
-            # one work-item per work-group: each already holds a register tile, and PoCL's own
-            # vectorisation across work-items only gets in the way of the float16 arithmetic
-            event = cl.enqueue_nd_range_kernel(queue, kernel, (-(-pixels // rows), blocks), (1, 1))
-        elif code.pixel_kernel:
-            event = cl.enqueue_nd_range_kernel(queue, kernel, (n * stage.out_shape[2] * stage.out_shape[3],), (1,))
-        else:
-            event = cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,))   # a task
-        return [(stage.index, event)]
+        return [(stage.index, cl.enqueue_nd_range_kernel(queue, kernel, (1,), (1,)))]   # a task
 
     def _run_together(self, segment: Segment, port_buffers: dict, n: int, number: int = 0) -> list:
         """Launch every stage of a segment at once, each on its own queue (the launch an aoc design
@@ -716,17 +745,20 @@ class DeviceNet:
     def _stage_name(self, index: int) -> str:
         return self.codes[index].stage.name
 
-    def finish_segment(self, run: "SegmentRun") -> np.ndarray:
-        """Wait for a started segment; its sink blob (and its stages' device times counted)."""
+    def finish_segment(self, run: "SegmentRun") -> dict:
+        """Wait for a started segment; {sink key: blob} (and its stages' device times counted)."""
         for read in run.reads:
             read.wait()
         with self.timing_lock:
             for index, event in run.events:
                 self.stage_seconds[self._stage_name(index)] += (event.profile.end - event.profile.start) * 1e-9
-        last = run.segment.stages[-1]
-        shares = [from_stream(out, last.out_shape[1], last.precision.outputs) for out in run.outs]
-        result = np.concatenate(shares, axis=1) if len(shares) > 1 else shares[0]
-        return result.reshape((len(result),) + tuple(last.layer.out_shapes[0][1:]))
+        blobs = {}
+        for key, outs in run.outs.items():
+            stage = run.segment.producer(key)
+            shares = [from_stream(out, stage.out_shape[1], stage.precision.outputs) for out in outs]
+            result = np.concatenate(shares, axis=1) if len(shares) > 1 else shares[0]
+            blobs[key] = result.reshape((len(result),) + tuple(stage.layer.out_shapes[0][1:]))
+        return blobs
 
     def run_host(self, step: HostStep, inputs: list, threads: int = 1) -> list:
         """Inner products (over `threads` host threads) and softmax through cnnfpga.host, anything
