@@ -48,7 +48,7 @@ def test_cut_keeps_the_stages_and_adds_a_ddr_round_trip(alexnet_plan):
     assert [s.index for s in cut.stages] == [s.index for s in plan.stages]
     assert len(cut.segments) == len(plan.segments) + 1
     first, second = cut.segments[0], cut.segments[1]
-    assert first.stages[-1].name == "pool2" and second.stages[0] is conv3
+    assert first.stages[-1].name == "pool2" and second.stages[0].index == conv3.index and second.stages[0].from_ddr == (True,)
     assert first.sinks == second.sources and [cut.blob_names[key] for key in first.sinks] == ["pool2"]
     assert not first.cut and second.cut and cut.final_keys == plan.final_keys
     # an even cut of AlexNet's conv work: conv1+conv2 (329 M MACs) against conv3-5 (337 M), at the
