@@ -129,8 +129,9 @@ def group_width(group: WidthGroup, stages: dict, overrides: dict, variant: str) 
     given = [width for width in given if width is not None]
     joined = [c for stage in group.members if stage.kind == "concat" for c in concat.input_channels(stage)[:-1]]
     if variant == "fast":
-        if math.gcd(FAST_WIDTH, *joined) != FAST_WIDTH:
-            stage = next(s for s in group.members if s.kind == "concat" and math.gcd(FAST_WIDTH, *concat.input_channels(s)[:-1]) != FAST_WIDTH)
+        for stage in (s for s in group.members if s.kind == "concat"):
+            if math.gcd(FAST_WIDTH, *concat.input_channels(stage)[:-1]) == FAST_WIDTH:
+                continue
             raise DesignError(f"{stage.layer.where}: the fast variant's words are {FAST_WIDTH} values, which must "
                               f"divide the channels of every input of a concat but the last "
                               f"({', '.join(map(str, concat.input_channels(stage)[:-1]))})")

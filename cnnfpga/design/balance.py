@@ -234,7 +234,7 @@ class Search:
     def fit_smallest(self) -> dict:
         stages = self.smallest()
         if self.backlog_values is None:     # first estimated from the smallest design (balance may refine it)
-            self.backlog_values = backlog_values(self.design(stages))
+            self.backlog_values = backlog_values(Design(self.plan, stages, board=self.board))
         totals = self.totals(stages)
         while not self.fits(totals):
             on_chip = [stage for stage in self.plan.stages
